@@ -1,0 +1,206 @@
+"""Config validation and persistence.
+
+`validate` rejects impossible values before any data is read or any step is compiled;
+unknown keys are already rejected by ml_collections (`--config.model.hiden=...` fails).
+A run's config is saved as `workdir/config.json`; a restart must present the same config
+except for the keys in `RESUMABLE_KEYS`, which only extend or shorten training.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import ml_collections
+
+from posrec.errors import ConfigError
+
+POSITIONAL = ("absolute", "none", "kernel")
+KERNEL_FACTORS = ("identity", "full", "toeplitz", "decay")
+RESUMABLE_KEYS = ("train.num_epochs", "train.patience", "train.log_every")
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """Every key a run may set, with posrec's defaults (configs/*.py override a few)."""
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+
+    config.data = data = ml_collections.ConfigDict()
+    data.name = "synthetic"  # "ml-1m" (downloads), "csv" (needs path), "synthetic"
+    data.path = ""  # local file: CSV (.csv/.csv.gz), ratings.dat or ml-1m.zip
+    data.columns = ("user_id", "item_id", "timestamp")
+    data.has_real_time = True  # False: timestamps are order indices (temporal split refused)
+    data.min_user_count = 5  # iterative k-core thresholds (0 disables a side)
+    data.min_item_count = 5
+    data.dedup_consecutive = False  # drop a user's consecutive repeats of the same item
+    data.split = "loo"  # "loo" (leave-one-out) | "temporal" (global time cut)
+    data.temporal_quantile = 0.9
+    data.synthetic = ml_collections.ConfigDict(
+        dict(num_users=2000, num_items=200, seq_len=40, lag=3, noise=0.1, seed=0)
+    )
+
+    config.model = model = ml_collections.ConfigDict()
+    model.max_len = 200  # T: window length, index T-1 = most recent item
+    model.hidden = 64
+    model.num_blocks = 2
+    model.num_heads = 1
+    model.ffn_dim = 0  # 0: same as hidden (SASRec)
+    model.dropout = 0.2
+    model.positional = "kernel"  # "absolute" | "none" | "kernel"
+    model.kernel = kernel = ml_collections.ConfigDict()
+    # Paper's best ablation (paper.md §2): Toeplitz U, Full L, one kernel per block.
+    kernel.u = "toeplitz"  # "identity" | "full" | "toeplitz" | "decay"
+    kernel.l = "full"
+    kernel.share = "layerwise"  # "layerwise" | "shared"
+    kernel.per_head = False
+    kernel.form = "ul"  # "ul" | "alt1" | "alt2" | "mult"
+    kernel.init = "identity"  # "identity" | "identity_noise"
+    kernel.init_noise = 0.01
+    kernel.l_norm = "none"  # "none" | "rowsum" | "softmax"
+    kernel.with_pe = "none"  # "none" | "absolute": additive PE on top of the kernel
+
+    config.train = train = ml_collections.ConfigDict()
+    train.num_epochs = 200
+    train.batch_size = 128
+    train.loss = "ce"  # "ce" (full softmax over the catalog) | "bce" (1 sampled negative)
+    train.learning_rate = 1e-3
+    train.weight_decay = 0.0
+    train.grad_clip = 0.0  # global-norm clip; 0 disables
+    train.eval_every = 1  # epochs between validation evaluations
+    train.patience = 10  # evaluations without improvement of valid NDCG@10
+    train.log_every = 50  # steps between progress lines
+
+    config.eval = ev = ml_collections.ConfigDict()
+    ev.batch_size = 256
+    ev.exclude_seen = True
+    ev.ks = (1, 5, 10, 20, 50, 100)
+    return config
+
+
+def _choice(name: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ConfigError(f"config.{name}={value!r} is not one of {list(allowed)}")
+
+
+def _positive(name: str, value, minimum=1) -> None:
+    if not value >= minimum:
+        raise ConfigError(f"config.{name}={value!r} must be >= {minimum}")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Raise ConfigError naming the first impossible value."""
+    d, m, t, e = config.data, config.model, config.train, config.eval
+    _choice("data.split", d.split, ("loo", "temporal"))
+    if not 0.0 < d.temporal_quantile < 1.0:
+        raise ConfigError(f"config.data.temporal_quantile={d.temporal_quantile} must be in (0, 1)")
+    _positive("data.min_user_count", d.min_user_count, 0)
+    _positive("data.min_item_count", d.min_item_count, 0)
+    if len(d.columns) != 3:
+        raise ConfigError("config.data.columns must name 3 columns: user, item, timestamp")
+    if m.max_len < 2:
+        raise ConfigError(
+            f"config.model.max_len={m.max_len}: need at least 2 positions (one input, one target)"
+        )
+    _positive("model.hidden", m.hidden)
+    _positive("model.num_blocks", m.num_blocks)
+    _positive("model.num_heads", m.num_heads)
+    _positive("model.ffn_dim", m.ffn_dim, 0)
+    if m.hidden % m.num_heads:
+        raise ConfigError(
+            f"config.model.num_heads={m.num_heads} does not divide model.hidden={m.hidden}"
+        )
+    if not 0.0 <= m.dropout < 1.0:
+        raise ConfigError(f"config.model.dropout={m.dropout} must be in [0, 1)")
+    _choice("model.positional", m.positional, POSITIONAL)
+    k = m.kernel
+    _choice("model.kernel.u", k.u, KERNEL_FACTORS)
+    _choice("model.kernel.l", k.l, KERNEL_FACTORS)
+    _choice("model.kernel.share", k.share, ("layerwise", "shared"))
+    _choice("model.kernel.form", k.form, ("ul", "alt1", "alt2", "mult"))
+    _choice("model.kernel.init", k.init, ("identity", "identity_noise"))
+    _choice("model.kernel.l_norm", k.l_norm, ("none", "rowsum", "softmax"))
+    _choice("model.kernel.with_pe", k.with_pe, ("none", "absolute"))
+    _positive("train.num_epochs", t.num_epochs)
+    _positive("train.batch_size", t.batch_size)
+    _choice("train.loss", t.loss, ("ce", "bce"))
+    if not t.learning_rate > 0:
+        raise ConfigError(f"config.train.learning_rate={t.learning_rate} must be > 0")
+    _positive("train.weight_decay", t.weight_decay, 0)
+    _positive("train.grad_clip", t.grad_clip, 0)
+    _positive("train.eval_every", t.eval_every)
+    _positive("train.patience", t.patience)
+    _positive("train.log_every", t.log_every)
+    _positive("eval.batch_size", e.batch_size)
+    if not e.ks or any(int(x) < 1 for x in e.ks) or 10 not in e.ks:
+        raise ConfigError(f"config.eval.ks={tuple(e.ks)} must be positive and include 10")
+
+
+def to_dict(config: ml_collections.ConfigDict) -> dict:
+    """JSON-compatible nested dict (tuples become lists)."""
+    return json.loads(config.to_json())
+
+
+def from_dict(d: dict) -> ml_collections.ConfigDict:
+    """Inverse of `to_dict`, restoring tuples for sequence-valued keys."""
+
+    def fix(x):
+        if isinstance(x, dict):
+            return {k: fix(v) for k, v in x.items()}
+        if isinstance(x, list):
+            return tuple(x)
+        return x
+
+    return ml_collections.ConfigDict(fix(d))
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write via a temp file and rename, so readers never see a partial file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def save_or_check(config: ml_collections.ConfigDict, workdir: Path) -> None:
+    """Save config.json, or check that a restarted run uses a compatible config."""
+    path = Path(workdir) / "config.json"
+    new = to_dict(config)
+    if path.exists():
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise ConfigError(f"{path} is unreadable ({err}); use a fresh --workdir") from err
+        a, b = _flatten(old), _flatten(new)
+        diff = sorted(
+            k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in RESUMABLE_KEYS
+        )
+        if diff:
+            shown = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diff[:5])
+            raise ConfigError(
+                f"{workdir} holds a run with a different config ({shown}); "
+                "use a new --workdir or the original config"
+            )
+    write_json_atomic(path, new)
+
+
+def load(workdir: Path) -> ml_collections.ConfigDict:
+    """The config a run in `workdir` was started with."""
+    path = Path(workdir) / "config.json"
+    if not path.exists():
+        raise ConfigError(f"{path} not found: {workdir} is not a posrec run directory")
+    return from_dict(json.loads(path.read_text()))
