@@ -1,0 +1,412 @@
+"""Readers for raw interaction logs: CSV (plain or gzip) and MovieLens-1M `ratings.dat`.
+
+Every reader returns an `Interactions` table of raw ids in file order. Nothing is filtered,
+sorted or re-indexed here (that is `preprocess`'s job), so a reader's output can be checked
+line by line against the file.
+
+Speed: the common case (a clean all-integer file) is parsed by one `np.loadtxt` call (ML-1M,
+1M rows: about 0.2 s). When that fails, a line-by-line parser re-reads the text to find the first
+bad line and raise a `DataError` that names the file, the line, the column and the fix; the same
+slow path also accepts integral float timestamps such as `978300760.0` and non-integer extra
+columns (e.g. a `rating` of `4.5`), which the fast path rejects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import io
+import math
+import os
+import zipfile
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from posrec.errors import DataError
+
+INT32_MAX = np.iinfo(np.int32).max
+_GZIP_MAGIC = b"\x1f\x8b"
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+@dataclasses.dataclass(frozen=True)
+class Interactions:
+    """A raw interaction log, one entry per row of the source file, in file order.
+
+    Attributes:
+        user: int64 [N] raw user ids (non-negative, < 2**31).
+        item: int64 [N] raw item ids (non-negative, < 2**31).
+        time: int64 [N] timestamps, or a per-user order index when the source has no times.
+        has_real_time: False when `time` is only an order index; such data cannot be split
+            by a global time cut (the temporal split refuses it).
+    """
+
+    user: np.ndarray
+    item: np.ndarray
+    time: np.ndarray
+    has_real_time: bool
+
+    def __post_init__(self) -> None:
+        n = len(self.user)
+        if len(self.item) != n or len(self.time) != n:
+            raise ValueError(
+                f"Interactions arrays differ in length: user {n}, item {len(self.item)}, "
+                f"time {len(self.time)}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.user)
+
+
+# --------------------------------------------------------------------------------------------
+# File access
+
+
+def _read_bytes(path: Path) -> bytes:
+    """Returns the file's bytes, transparently gunzipped when it starts with the gzip magic."""
+    if not path.exists():
+        raise DataError(
+            f"{path}: file not found; check the path (e.g. --config.data.path=/path/to/file)"
+        )
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, expected a data file")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read file ({e})") from e
+    if data.startswith(_GZIP_MAGIC):
+        try:
+            data = gzip.decompress(data)
+        except EOFError as e:
+            raise DataError(
+                f"{path}: truncated gzip file (the compressed stream ends early); "
+                "the download or copy is incomplete, fetch the file again"
+            ) from e
+        except (OSError, zlib.error) as e:
+            raise DataError(
+                f"{path}: corrupt gzip file ({e}); fetch the file again"
+            ) from e
+    elif path.name.endswith(".gz"):
+        raise DataError(
+            f"{path}: name ends in .gz but the file is not gzip-compressed; "
+            "rename it or re-compress it"
+        )
+    return data
+
+
+def _decode(data: bytes, path: Path) -> str:
+    """UTF-8 decode (a leading BOM is dropped); a bad byte is reported with its line number."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise DataError(
+            f"{path}: line {line}: not UTF-8 text (byte {data[e.start]:#04x}); "
+            "is this a binary file? expected a CSV of integer ids"
+        ) from e
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    return text
+
+
+# --------------------------------------------------------------------------------------------
+# Parsing
+
+
+def _guess_delimiter(line: str, delimiter: str) -> str:
+    """A hint naming the delimiter a line seems to use instead of `delimiter` ('' if none)."""
+    for cand, name in (("\t", "tab"), (";", "semicolon"), ("::", "'::'"), ("|", "pipe")):
+        if cand != delimiter and cand in line:
+            return f"; the file looks {name}-separated, pass delimiter={cand!r}"
+    if delimiter != " " and len(line.split()) > 1:
+        return "; the file looks whitespace-separated, pass delimiter=' '"
+    return ""
+
+
+def _split_fields(line: str, delimiter: str) -> list[str]:
+    if delimiter == " ":
+        parts = line.split()
+    else:
+        parts = line.split(delimiter)
+    return [p.strip().strip('"').strip() for p in parts]
+
+
+def _parse_int_field(
+    s: str, path: Path, lineno: int, name: str, *, is_time: bool
+) -> int:
+    try:
+        return int(s)
+    except ValueError:
+        pass
+    if not is_time:
+        raise DataError(
+            f"{path}: line {lineno}, column {name!r}: {s!r} is not an integer id; "
+            "ids must be non-negative integers (map string ids to integers first)"
+        )
+    try:
+        v = float(s)
+    except ValueError:
+        raise DataError(
+            f"{path}: line {lineno}, column {name!r}: {s!r} is not a number; "
+            "timestamps must be integers (e.g. Unix seconds)"
+        ) from None
+    if not math.isfinite(v):
+        raise DataError(
+            f"{path}: line {lineno}, column {name!r}: timestamp is {s!r}; "
+            "drop or fill rows with missing timestamps"
+        )
+    if v != int(v):
+        raise DataError(
+            f"{path}: line {lineno}, column {name!r}: timestamp {s!r} is not an integer; "
+            "convert timestamps to integer units (e.g. milliseconds)"
+        )
+    return int(v)
+
+
+def _slow_parse(
+    lines: Sequence[str],
+    first_lineno: int,
+    path: Path,
+    delimiter: str,
+    ncols: int,
+    cols: tuple[int, int, int],
+    names: tuple[str, str, str],
+) -> np.ndarray:
+    """Line-by-line parse that raises a DataError at the first bad line; int64 [N, 3]."""
+    out: list[tuple[int, int, int]] = []
+    for k, raw in enumerate(lines):
+        lineno = first_lineno + k
+        line = raw.strip()
+        if not line:
+            continue
+        fields = _split_fields(line, delimiter)
+        if len(fields) != ncols:
+            hint = _guess_delimiter(line, delimiter) if len(fields) == 1 else ""
+            raise DataError(
+                f"{path}: line {lineno}: {len(fields)} field(s) where the header has {ncols}"
+                f"{hint or '; every row needs one value per header column'}"
+            )
+        row = []
+        for j, (c, name) in enumerate(zip(cols, names, strict=True)):
+            row.append(_parse_int_field(fields[c], path, lineno, name, is_time=(j == 2)))
+        out.append((row[0], row[1], row[2]))
+    if not out:
+        return np.zeros((0, 3), np.int64)
+    try:
+        return np.array(out, dtype=np.int64)
+    except OverflowError:
+        for k, row in enumerate(out):
+            if any(abs(v) > np.iinfo(np.int64).max for v in row):
+                raise DataError(
+                    f"{path}: data row {k + 1}: value out of the int64 range"
+                ) from None
+        raise
+
+
+def _fast_parse(
+    text: str, delimiter: str, ncols: int, cols: tuple[int, int, int]
+) -> np.ndarray | None:
+    """np.loadtxt of the data lines (header already removed); None when it fails."""
+    try:
+        arr = np.loadtxt(
+            io.StringIO(text),
+            delimiter=None if delimiter == " " else delimiter,
+            dtype=np.int64,
+            comments=None,
+            quotechar='"',
+            ndmin=2,
+        )
+    except (ValueError, OverflowError):
+        return None
+    if arr.size == 0:
+        return np.zeros((0, 3), np.int64)
+    if arr.shape[1] != ncols:
+        return None
+    return arr[:, list(cols)]
+
+
+def _row_lineno(lines: Sequence[str], first_lineno: int, row: int) -> int:
+    """Line number of the `row`-th non-blank data line (blank lines are skipped by parsing)."""
+    seen = -1
+    for k, line in enumerate(lines):
+        if line.strip():
+            seen += 1
+            if seen == row:
+                return first_lineno + k
+    return first_lineno + row
+
+
+def _check_values(
+    arr: np.ndarray,
+    body: str,
+    first_lineno: int,
+    path: Path,
+    names: tuple[str, str, str],
+) -> None:
+    """Ids must be in [0, 2**31); raises naming the first offending line."""
+    for j in (0, 1):
+        col = arr[:, j]
+        bad = np.flatnonzero((col < 0) | (col > INT32_MAX))
+        if len(bad):
+            r = int(bad[0])
+            lineno = _row_lineno(body.splitlines(), first_lineno, r)
+            v = int(col[r])
+            why = "negative" if v < 0 else "beyond the int32 range (max 2147483647)"
+            raise DataError(
+                f"{path}: line {lineno}, column {names[j]!r}: id {v} is {why}; "
+                "ids must be non-negative 32-bit integers (re-index them first)"
+            )
+
+
+def _parse_table(
+    body: str,
+    first_lineno: int,
+    path: Path,
+    delimiter: str,
+    ncols: int,
+    cols: tuple[int, int, int],
+    names: tuple[str, str, str],
+) -> np.ndarray:
+    """Parses the data lines `body` into int64 [N, 3] (user, item, time), validating all.
+
+    `first_lineno` is the file line number of the first line of `body` (for messages).
+    """
+    arr = _fast_parse(body, delimiter, ncols, cols)
+    if arr is None:
+        arr = _slow_parse(body.splitlines(), first_lineno, path, delimiter, ncols, cols, names)
+    if len(arr) == 0:
+        raise DataError(f"{path}: no data rows (the file is empty after the header)")
+    _check_values(arr, body, first_lineno, path, names)
+    return arr
+
+
+def read_csv(
+    path: str | os.PathLike,
+    user_col: str = "user_id",
+    item_col: str = "item_id",
+    time_col: str = "timestamp",
+    has_real_time: bool = True,
+    delimiter: str = ",",
+) -> Interactions:
+    """Reads a delimited text file (plain or gzip) with a header row into `Interactions`.
+
+    Args:
+        path: the file; gzip is detected from its magic bytes (`.gz` files must be gzip).
+        user_col, item_col, time_col: header names of the three columns used; other columns
+            are ignored (they need not be integers).
+        has_real_time: whether the time column holds real timestamps (False: order indices,
+            e.g. the shared files other than ml-100k).
+        delimiter: field separator; `" "` means any run of whitespace.
+
+    Returns:
+        `Interactions` with int64 [N] arrays in file order.
+
+    Raises:
+        DataError: missing file, truncated gzip, no header, missing columns, a wrong
+            delimiter, a row with the wrong number of fields, non-integer or negative ids,
+            ids beyond int32, non-numeric or NaN timestamps, or no data rows. The message
+            names the file and the line.
+    """
+    path = Path(path)
+    data = _read_bytes(path)
+    if data.startswith(_ZIP_MAGIC):
+        raise DataError(
+            f"{path}: is a zip archive, not a CSV; for MovieLens ml-1m.zip use "
+            "data.name='ml-1m' (read_ml1m), otherwise unzip it first"
+        )
+    text = _decode(data, path)
+    header_line, _, body = text.partition("\n")
+    header_line = header_line.rstrip("\r")
+    if not header_line.strip():
+        raise DataError(
+            f"{path}: empty file (or empty first line); expected a header row "
+            f"'{user_col}{delimiter}{item_col}{delimiter}{time_col}' followed by data rows"
+        )
+    header = _split_fields(header_line.strip(), delimiter)
+    want = (user_col, item_col, time_col)
+    if len(header) == 1 and len(want) > 1:
+        hint = _guess_delimiter(header_line, delimiter)
+        if hint:
+            raise DataError(
+                f"{path}: line 1: the header {header_line.strip()!r} has a single column "
+                f"with delimiter {delimiter!r}{hint}"
+            )
+    missing = [c for c in want if c not in header]
+    if missing:
+        looks_numeric = all(h.lstrip("-").isdigit() for h in header)
+        extra = (
+            "; the first line looks like data: a header row is required"
+            if looks_numeric
+            else "; pass the column names (data.columns) that the file uses"
+        )
+        raise DataError(
+            f"{path}: line 1: missing column(s) {missing} in header {header}{extra}"
+        )
+    dup = sorted({h for h in header if header.count(h) > 1 and h in want})
+    if dup:
+        raise DataError(f"{path}: line 1: column(s) {dup} appear more than once in the header")
+    cols = (header.index(user_col), header.index(item_col), header.index(time_col))
+    arr = _parse_table(body, 2, path, delimiter, len(header), cols, want)
+    return Interactions(
+        user=np.ascontiguousarray(arr[:, 0]),
+        item=np.ascontiguousarray(arr[:, 1]),
+        time=np.ascontiguousarray(arr[:, 2]),
+        has_real_time=bool(has_real_time),
+    )
+
+
+def _read_ml1m_bytes(path: Path) -> bytes:
+    """The bytes of ratings.dat: the file itself, or ml-1m/ratings.dat inside ml-1m.zip."""
+    if not path.exists():
+        raise DataError(
+            f"{path}: file not found; pass --config.data.path=/path/to/ml-1m.zip "
+            "(or ratings.dat)"
+        )
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != _ZIP_MAGIC and not path.name.endswith(".zip"):
+        return _read_bytes(path)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = [n for n in zf.namelist() if n.endswith("ratings.dat")]
+            if not names:
+                raise DataError(
+                    f"{path}: zip archive has no ratings.dat (members: {zf.namelist()[:8]}); "
+                    "expected the official ml-1m.zip"
+                )
+            name = "ml-1m/ratings.dat" if "ml-1m/ratings.dat" in names else names[0]
+            return zf.read(name)
+    except (zipfile.BadZipFile, EOFError, zlib.error, OSError) as e:
+        raise DataError(
+            f"{path}: corrupt or truncated zip archive ({e}); download ml-1m.zip again"
+        ) from e
+
+
+def read_ml1m(path: str | os.PathLike) -> Interactions:
+    """Reads MovieLens-1M `ratings.dat` (UserID::MovieID::Rating::Timestamp) or `ml-1m.zip`.
+
+    Ratings are dropped (every rating is an interaction, as in SASRec); timestamps are real
+    Unix seconds, so `has_real_time=True`. Rows stay in file order.
+    """
+    path = Path(path)
+    data = _read_ml1m_bytes(path)
+    text = data.decode("latin-1")
+    first = next((ln for ln in text[:4096].splitlines() if ln.strip()), "")
+    if not first:
+        raise DataError(f"{path}: no data rows (empty ratings.dat)")
+    if "::" not in first:
+        raise DataError(
+            f"{path}: line 1: {first.strip()[:60]!r} is not in the ratings.dat format "
+            "UserID::MovieID::Rating::Timestamp; for a CSV use data.name='csv'"
+        )
+    names = ("UserID", "MovieID", "Timestamp")
+    arr = _parse_table(text.replace("::", ","), 1, path, ",", 4, (0, 1, 3), names)
+    return Interactions(
+        user=np.ascontiguousarray(arr[:, 0]),
+        item=np.ascontiguousarray(arr[:, 1]),
+        time=np.ascontiguousarray(arr[:, 2]),
+        has_real_time=True,
+    )
