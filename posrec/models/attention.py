@@ -1,0 +1,103 @@
+"""Causal multi-head self-attention with a pluggable positional scheme.
+
+Tensors are `[batch B, time T, heads H, head dim D]`. Sequences are left-padded: position
+T-1 holds the most recent item and `valid_BxT` marks real positions. A query attends to real
+keys at positions <= its own; padded queries produce values that the caller zeroes.
+
+Positional information enters attention in one of three places, chosen by the caller:
+  * `rotate_qk`: a function applied to (q, k) before the scores (RoPE);
+  * `bias_HxTxT`: an additive term on the logits (ALiBi, learned bias, log-kernel);
+  * `kernel`: the position-space kernel of `posrec.models.kernel`, which transforms keys,
+    values, logits or outputs according to its operator form.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+Array = jax.Array
+
+# Finite stand-in for -inf: a fully masked row (a padded query) then softmaxes to uniform
+# weights instead of NaN, and its output is discarded by the caller.
+NEG_INF = -1e30
+
+
+def causal_mask(valid_BxT: Array) -> Array:
+    """Boolean [B, 1, T, T]: query i may attend key j iff j <= i and key j is real."""
+    T = valid_BxT.shape[-1]
+    causal_TxT = jnp.tril(jnp.ones((T, T), dtype=bool))
+    return causal_TxT[None, None] & valid_BxT[:, None, None, :]
+
+
+def attention_weights(logits_BxHxTxT: Array, mask_Bx1xTxT: Array) -> Array:
+    """Softmax over keys of masked logits, in float32 for stability."""
+    logits = jnp.where(mask_Bx1xTxT, logits_BxHxTxT.astype(jnp.float32), NEG_INF)
+    return jax.nn.softmax(logits, axis=-1)
+
+
+def scores(q_BxTxHxD: Array, k_BxTxHxD: Array) -> Array:
+    """Scaled dot products S = Q Kᵀ / √D as [B, H, T(query), T(key)]."""
+    depth = q_BxTxHxD.shape[-1]
+    return jnp.einsum("bqhd,bkhd->bhqk", q_BxTxHxD, k_BxTxHxD) / jnp.sqrt(depth).astype(
+        q_BxTxHxD.dtype
+    )
+
+
+def aggregate(weights_BxHxTxT: Array, v_BxTxHxD: Array) -> Array:
+    """Weighted sum of values: [B, T, H, D]."""
+    return jnp.einsum("bhqk,bkhd->bqhd", weights_BxHxTxT.astype(v_BxTxHxD.dtype), v_BxTxHxD)
+
+
+def plain_attention(
+    q_BxTxHxD: Array,
+    k_BxTxHxD: Array,
+    v_BxTxHxD: Array,
+    mask_Bx1xTxT: Array,
+    bias_HxTxT: Array | None = None,
+    dropout: Callable[[Array], Array] = lambda w: w,
+) -> Array:
+    """softmax(mask(Q Kᵀ/√D + bias)) V, with dropout on the attention weights."""
+    logits = scores(q_BxTxHxD, k_BxTxHxD)
+    if bias_HxTxT is not None:
+        logits = logits + bias_HxTxT
+    return aggregate(dropout(attention_weights(logits, mask_Bx1xTxT)), v_BxTxHxD)
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal attention; queries come from `x_q`, keys and values from `x_kv`.
+
+    SASRec normalises only the query path (pre-LN on queries, raw residual stream for keys
+    and values); the caller passes both.
+    """
+
+    num_heads: int
+    dropout_rate: float
+    kernel_attention: Callable | None = None  # (q, k, v, mask, dropout) -> out, from kernel.py
+    rotate_qk: Callable | None = None  # (q, k) -> (q, k), e.g. RoPE
+    bias_HxTxT: Array | None = None  # additive logit bias, e.g. ALiBi or learned bias
+
+    @nn.compact
+    def __call__(self, x_q_BxTxC: Array, x_kv_BxTxC: Array, valid_BxT: Array, train: bool) -> Array:
+        C = x_q_BxTxC.shape[-1]
+        H = self.num_heads
+        dense = lambda name: nn.DenseGeneral(
+            (H, C // H), kernel_init=nn.initializers.normal(0.02), name=name
+        )
+        q = dense("query")(x_q_BxTxC)
+        k = dense("key")(x_kv_BxTxC)
+        v = dense("value")(x_kv_BxTxC)
+        if self.rotate_qk is not None:
+            q, k = self.rotate_qk(q, k)
+        mask = causal_mask(valid_BxT)
+        drop = nn.Dropout(self.dropout_rate, deterministic=not train)
+        if self.kernel_attention is not None:
+            out = self.kernel_attention(q, k, v, mask, valid_BxT, drop, self.bias_HxTxT)
+        else:
+            out = plain_attention(q, k, v, mask, self.bias_HxTxT, drop)
+        return nn.DenseGeneral(
+            C, axis=(-2, -1), kernel_init=nn.initializers.normal(0.02), name="out"
+        )(out)

@@ -1,0 +1,137 @@
+"""SASRec backbone (Kang & McAuley 2018) with a pluggable positional scheme.
+
+Input `inputs_BxT` holds item ids, left-padded with 0, position T-1 the most recent item.
+Output `hidden_BxTxC` is the representation after the final LayerNorm; scores over the
+catalog are `hidden @ item_embeddingᵀ` (tied output), computed by `logits` or chunked by
+the loss/evaluation code for large catalogs.
+
+Positional schemes (`config.model.positional`):
+  * "absolute": learned position embeddings added to item embeddings (SASRec baseline);
+  * "none": no positional signal beyond the causal mask;
+  * "kernel": the position-aware kernel of `posrec.models.kernel` inside every block
+    (optionally combined with additive PE via `model.kernel.with_pe`).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from posrec.models import attention
+
+Array = jax.Array
+
+
+class PointWiseFFN(nn.Module):
+    """Two position-wise dense layers with ReLU and dropout, residual (as in SASRec)."""
+
+    hidden: int
+    dropout_rate: float
+
+    @nn.compact
+    def __call__(self, x_BxTxC: Array, train: bool) -> Array:
+        init = nn.initializers.normal(0.02)
+        h = nn.Dense(self.hidden, kernel_init=init, name="fc1")(x_BxTxC)
+        h = nn.Dropout(self.dropout_rate, deterministic=not train)(nn.relu(h))
+        h = nn.Dense(x_BxTxC.shape[-1], kernel_init=init, name="fc2")(h)
+        h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
+        return x_BxTxC + h
+
+
+class Block(nn.Module):
+    """LN(query path) → causal MHA → residual → LN → FFN (residual inside) → zero pads."""
+
+    config: ml_collections.ConfigDict  # config.model
+    kernel_attention: object = None
+
+    @nn.compact
+    def __call__(self, x_BxTxC: Array, valid_BxT: Array, train: bool) -> Array:
+        cfg = self.config
+        q = nn.LayerNorm(epsilon=1e-8, name="ln_attn")(x_BxTxC)
+        a = attention.CausalSelfAttention(
+            num_heads=cfg.num_heads,
+            dropout_rate=cfg.dropout,
+            kernel_attention=self.kernel_attention,
+            name="attn",
+        )(q, x_BxTxC, valid_BxT, train)
+        x = q + a
+        x = nn.LayerNorm(epsilon=1e-8, name="ln_ffn")(x)
+        x = PointWiseFFN(cfg.ffn_dim or x.shape[-1], cfg.dropout, name="ffn")(x, train)
+        return x * valid_BxT[..., None]
+
+
+class SASRec(nn.Module):
+    """The backbone; `num_items` excludes the padding id 0 (embedding has num_items+1 rows).
+
+    Returns hidden states; scores are `hidden @ item_table(params)ᵀ`, computed by the loss or
+    the evaluation (in chunks for large catalogs), never materialised here.
+    """
+
+    config: ml_collections.ConfigDict  # config.model
+    num_items: int
+
+    @nn.compact
+    def __call__(self, inputs_BxT: Array, train: bool = False) -> Array:
+        """Hidden states [B, T, C] after the final LayerNorm."""
+        cfg = self.config
+        T = inputs_BxT.shape[1]
+        valid_BxT = inputs_BxT > 0
+        embed = nn.Embed(
+            self.num_items + 1,
+            cfg.hidden,
+            embedding_init=nn.initializers.normal(0.02),
+            name="item_embed",
+        )
+        x = embed(inputs_BxT) * jnp.sqrt(float(cfg.hidden))
+        if uses_absolute_pe(cfg):
+            pos_TxC = self.param(
+                "pos_embed", nn.initializers.normal(0.02), (cfg.max_len, cfg.hidden)
+            )
+            # Index T-1 is the most recent item whatever the window length.
+            x = x + pos_TxC[cfg.max_len - T :][None]
+        x = nn.Dropout(cfg.dropout, deterministic=not train)(x)
+        x = x * valid_BxT[..., None]
+
+        kernel_fns = [None] * cfg.num_blocks
+        if cfg.positional == "kernel":
+            from posrec.models import kernel as kernel_lib
+
+            if cfg.kernel.share == "shared":
+                factors = kernel_lib.PositionalKernel(
+                    cfg.kernel, cfg.max_len, cfg.num_heads, name="kernel"
+                )(T)
+                kernel_fns = [
+                    functools.partial(kernel_lib.kernel_attention, factors, cfg.kernel)
+                ] * cfg.num_blocks
+            else:
+                kernel_fns = [
+                    functools.partial(
+                        kernel_lib.kernel_attention,
+                        kernel_lib.PositionalKernel(
+                            cfg.kernel, cfg.max_len, cfg.num_heads, name=f"kernel_{i}"
+                        )(T),
+                        cfg.kernel,
+                    )
+                    for i in range(cfg.num_blocks)
+                ]
+        for i in range(cfg.num_blocks):
+            x = Block(cfg, kernel_attention=kernel_fns[i], name=f"block_{i}")(
+                x, valid_BxT, train
+            )
+        return nn.LayerNorm(epsilon=1e-8, name="final_ln")(x)
+
+
+def uses_absolute_pe(cfg: ml_collections.ConfigDict) -> bool:
+    """Whether learned absolute position embeddings are added at the input."""
+    return cfg.positional == "absolute" or (
+        cfg.positional == "kernel" and cfg.kernel.with_pe == "absolute"
+    )
+
+
+def item_table(params) -> Array:
+    """[num_items+1, C] item embeddings, shared by input and output (row 0 = padding)."""
+    return params["item_embed"]["embedding"]
