@@ -210,6 +210,8 @@ def _fast_parse(
     text: str, delimiter: str, ncols: int, cols: tuple[int, int, int]
 ) -> np.ndarray | None:
     """np.loadtxt of the data lines (header already removed); None when it fails."""
+    if not text.strip():
+        return np.zeros((0, 3), np.int64)
     try:
         arr = np.loadtxt(
             io.StringIO(text),
