@@ -39,7 +39,7 @@ def target_ranks(masked_BxN: Array, targets_B: Array) -> Array:
 def rank_and_topk(scores_BxN: Array, targets_B: Array, seen_BxS: Array | None, k: int):
     """(ranks_B int32, topk_BxK item ids) for one batch of users."""
     masked = mask_scores(scores_BxN, targets_B, seen_BxS)
-    _, topk_BxK = jax.lax.top_k(masked, k)
+    _, topk_BxK = jax.lax.top_k(masked, min(k, masked.shape[-1] - 1))
     return target_ranks(masked, targets_B).astype(jnp.int32), topk_BxK.astype(jnp.int32)
 
 
@@ -56,8 +56,9 @@ def per_user_metrics(ranks_U: np.ndarray, ks) -> dict[str, np.ndarray]:
 
 
 def coverage(topk_UxK: np.ndarray, k: int, num_items: int) -> float:
-    """|union of users' top-k lists| / num_items."""
-    return float(np.unique(np.asarray(topk_UxK)[:, :k]).size) / num_items
+    """|union of users' top-k lists| / num_items (padding id 0 never counts)."""
+    ids = np.unique(np.asarray(topk_UxK)[:, :k])
+    return float(np.count_nonzero(ids)) / num_items
 
 
 def summarize(ranks_U: np.ndarray, topk_UxK: np.ndarray, ks, num_items: int) -> dict[str, float]:

@@ -1,0 +1,121 @@
+"""Orbax checkpoints of a run: `workdir/checkpoints/{latest,best}/<step>/`.
+
+Each checkpoint holds three items: `params`, `opt_state` and `meta` (JSON: epoch, position
+in the epoch, early-stopping state, catalog size). `latest` is written at the end of every
+epoch (and on preemption) for resuming; `best` whenever validation NDCG@10 improves, and is
+what gets tested, evaluated and plotted. Orbax writes into a temporary directory and renames
+it, so an interrupted save leaves no half-written step that restore would pick up; a step
+that still fails to restore is skipped in favour of an older one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from posrec import config_lib
+from posrec.errors import CheckpointError
+
+KINDS = ("latest", "best")
+
+
+def manager(workdir: Path, kind: str) -> ocp.CheckpointManager:
+    if kind not in KINDS:
+        raise ValueError(f"checkpoint kind {kind!r} not in {KINDS}")
+    return ocp.CheckpointManager(
+        Path(workdir).absolute() / "checkpoints" / kind,
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=2, create=True, enable_async_checkpointing=False
+        ),
+        item_names=("params", "opt_state", "meta"),
+    )
+
+
+def save(mngr: ocp.CheckpointManager, step: int, params, opt_state, meta: dict) -> None:
+    mngr.save(
+        step,
+        args=ocp.args.Composite(
+            params=ocp.args.StandardSave(params),
+            opt_state=ocp.args.StandardSave(opt_state),
+            meta=ocp.args.JsonSave(meta),
+        ),
+        force=True,
+    )
+    mngr.wait_until_finished()
+
+
+def restore(
+    mngr: ocp.CheckpointManager, params_like, opt_state_like
+) -> tuple[Any, Any, dict] | None:
+    """(params, opt_state, meta) of the newest restorable step, or None if there is none.
+
+    `*_like` are pytrees of arrays (or ShapeDtypeStructs) of the expected structure; a
+    checkpoint from another config fails with CheckpointError naming the mismatch.
+    """
+    errors = []
+    for step in sorted(mngr.all_steps(), reverse=True):
+        try:
+            out = mngr.restore(
+                step,
+                args=ocp.args.Composite(
+                    params=ocp.args.StandardRestore(_abstract(params_like)),
+                    opt_state=ocp.args.StandardRestore(_abstract(opt_state_like)),
+                    meta=ocp.args.JsonRestore(),
+                ),
+            )
+        except (ValueError, KeyError, TypeError) as err:
+            if _is_structure_mismatch(err):
+                raise CheckpointError(
+                    f"checkpoint {mngr.directory}/{step} does not match this config's model "
+                    f"({_short(err)}); use a new --workdir or the original config"
+                ) from err
+            errors.append(f"step {step}: {_short(err)}")
+            continue
+        except Exception as err:  # corrupt files: try an older step
+            errors.append(f"step {step}: {_short(err)}")
+            continue
+        return out["params"], out["opt_state"], dict(out["meta"])
+    if errors:
+        raise CheckpointError(
+            f"no restorable checkpoint in {mngr.directory}: " + "; ".join(errors)
+            + ". Delete the directory to start over."
+        )
+    return None
+
+
+def restore_params(workdir: Path, which: str = "best") -> tuple[Any, Any, dict]:
+    """(config, params, meta) of a run's best (or latest) checkpoint, for evaluation/plots."""
+    config = config_lib.load(workdir)
+    mngr = manager(workdir, which)
+    steps = sorted(mngr.all_steps(), reverse=True)
+    if not steps:
+        raise CheckpointError(f"no {which} checkpoint under {Path(workdir) / 'checkpoints'}")
+    errors = []
+    for step in steps:
+        try:
+            out = mngr.restore(
+                step,
+                args=ocp.args.Composite(
+                    params=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()
+                ),
+            )
+            return config, out["params"], dict(out["meta"])
+        except Exception as err:  # corrupt: try an older one
+            errors.append(f"step {step}: {_short(err)}")
+    raise CheckpointError(f"no restorable {which} checkpoint in {mngr.directory}: {errors}")
+
+
+def _abstract(tree):
+    return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+def _is_structure_mismatch(err: Exception) -> bool:
+    msg = str(err).lower()
+    return any(s in msg for s in ("shape", "structure", "mismatch", "missing", "unexpected"))
+
+
+def _short(err: Exception) -> str:
+    return str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__

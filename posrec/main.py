@@ -1,0 +1,30 @@
+"""Train and evaluate a posrec model.
+
+    python -m posrec.main --config=configs/ml1m.py --workdir=/tmp/ml1m \
+        [--config.model.positional=absolute ...]
+
+Restarting with the same --workdir resumes from the latest checkpoint.
+"""
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from posrec import train
+from posrec.cli import report_errors
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, logs, results).")
+_DEBUG = flags.DEFINE_bool("debug", False, "Show tracebacks for posrec errors.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.set_verbosity(logging.INFO)
+    with report_errors(_DEBUG.value):
+        train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+    app.run(main)
