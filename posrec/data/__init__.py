@@ -14,7 +14,7 @@ from posrec.data.preprocess import Sequences, preprocess
 from posrec.data.readers import Interactions, read_csv, read_ml1m
 from posrec.data.splits import Split, make_split
 from posrec.data.synthetic import make_synthetic
-from posrec.errors import ConfigError, DataError
+from posrec.errors import ConfigError
 
 __all__ = ["Interactions", "Sequences", "Split", "load_interactions", "load_split"]
 
@@ -71,13 +71,11 @@ def load_interactions(data_cfg: Any) -> Interactions:
             return _read_path(path, data_cfg)
         from posrec.data import download
 
-        try:
-            zip_path = download.fetch(download.ML1M_URL, download.ML1M_SHA256, "ml-1m.zip")
-        except DataError as e:
-            raise DataError(
-                f"could not download MovieLens-1M ({e}). Download {download.ML1M_URL} by hand "
-                "and pass --config.data.path=/path/to/ml-1m.zip (or a CSV)"
-            ) from e
+        hint = (
+            f"download {download.ML1M_URL} by hand and pass "
+            "--config.data.path=/path/to/ml-1m.zip (or a CSV)"
+        )
+        zip_path = download.fetch(download.ML1M_URL, download.ML1M_SHA256, "ml-1m.zip", hint=hint)
         return read_ml1m(zip_path)
     if name == "csv":
         if not path:

@@ -9,6 +9,7 @@ good cached copy.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import sys
 import tempfile
@@ -51,7 +52,9 @@ def _progress(done: int, total: int | None, name: str, *, final: bool = False) -
     sys.stderr.flush()
 
 
-def fetch(url: str, sha256: str, filename: str, *, timeout: float = 60.0) -> Path:
+def fetch(
+    url: str, sha256: str, filename: str, *, timeout: float = 60.0, hint: str = ""
+) -> Path:
     """Returns `cache_dir()/filename`, downloading `url` first unless a verified copy exists.
 
     Args:
@@ -59,6 +62,8 @@ def fetch(url: str, sha256: str, filename: str, *, timeout: float = 60.0) -> Pat
         sha256: expected hex digest of the file.
         filename: name of the file inside the cache directory.
         timeout: socket timeout in seconds.
+        hint: what the user can do instead (ends every error message); the default says to
+            download `url` by hand and pass --config.data.path.
 
     Raises:
         DataError: the URL cannot be reached (the message says how to download by hand),
@@ -83,9 +88,9 @@ def fetch(url: str, sha256: str, filename: str, *, timeout: float = 60.0) -> Pat
             f"{directory}: cannot create the download cache ({e}); set POSREC_DATA_DIR to a "
             "writable directory"
         ) from e
-    manual = (
-        f"download {url} by hand and pass --config.data.path=/path/to/{filename}, "
-        f"or place it at {dest}"
+    manual = hint or (
+        f"download {url} by hand and pass --config.data.path=/path/to/{filename} "
+        f"(or place it at {dest})"
     )
     fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{filename}.", suffix=".part")
     tmp = Path(tmp_name)
@@ -106,7 +111,7 @@ def fetch(url: str, sha256: str, filename: str, *, timeout: float = 60.0) -> Pat
                         h.update(chunk)
                         done += len(chunk)
                         _progress(done, total, filename)
-                except (OSError, urllib.error.URLError) as e:
+                except (OSError, http.client.HTTPException) as e:
                     raise DataError(
                         f"{dest}: download of {url} interrupted after {done} bytes ({e}); "
                         f"try again or {manual}"
