@@ -117,3 +117,46 @@ def test_ml1m_5core_counts():
     assert len(seqs.items) == 999_611
     assert seqs.lengths().min() >= 5
     assert np.bincount(seqs.items, minlength=seqs.num_items + 1)[1:].min() >= 5
+
+
+def _naive_preprocess(rows, min_u, min_i, dedup):
+    """Plain-Python reference: per-user sort by (time, row), dedup, k-core loop, raw-id maps."""
+    by_user: dict[int, list[tuple[int, int, int]]] = {}
+    for k, (u, i, t) in enumerate(rows):
+        by_user.setdefault(u, []).append((t, k, i))
+    hist = {u: [i for _, _, i in sorted(v)] for u, v in by_user.items()}
+    if dedup:
+        hist = {u: [i for j, i in enumerate(h) if j == 0 or h[j - 1] != i] for u, h in hist.items()}
+    while True:
+        item_count: dict[int, int] = {}
+        for h in hist.values():
+            for i in h:
+                item_count[i] = item_count.get(i, 0) + 1
+        new = {
+            u: [i for i in h if item_count[i] >= min_i]
+            for u, h in hist.items()
+            if len(h) >= min_u
+        }
+        new = {u: h for u, h in new.items() if h}
+        if new == hist:
+            return hist
+        hist = new
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_matches_naive_reference(seed):
+    rng = np.random.default_rng(seed)
+    n = 400
+    rows = list(zip(rng.integers(0, 40, n).tolist(), rng.integers(0, 30, n).tolist(),
+                    rng.integers(0, 20, n).tolist(), strict=True))
+    min_u, min_i = int(rng.integers(4, 11)), int(rng.integers(6, 14))
+    dedup = bool(seed % 2)
+    want = _naive_preprocess(rows, min_u, min_i, dedup)
+    if not want:
+        with pytest.raises(DataError):
+            preprocess(_inter(rows), min_u, min_i, dedup)
+        return
+    got = preprocess(_inter(rows), min_u, min_i, dedup)
+    assert _histories(got) == want
+    assert got.raw_user.tolist() == sorted(want)
+    assert got.raw_item.tolist() == [-1] + sorted({i for h in want.values() for i in h})

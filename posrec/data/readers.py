@@ -329,7 +329,7 @@ def read_csv(
         )
     header = _split_fields(header_line.strip(), delimiter)
     want = (user_col, item_col, time_col)
-    if len(header) == 1 and len(want) > 1:
+    if len(header) == 1:
         hint = _guess_delimiter(header_line, delimiter)
         if hint:
             raise DataError(
