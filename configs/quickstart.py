@@ -15,12 +15,14 @@ def get_config():
     config.data.name = "synthetic"
     config.data.min_user_count = 0
     config.data.min_item_count = 0
+    config.data.synthetic.num_users = 6000
     config.model.max_len = 20
     config.model.dropout = 0.1
-    config.train.num_epochs = 30
+    config.train.num_epochs = 12
     config.train.batch_size = 128
+    config.train.learning_rate = 3e-3
     config.train.eval_every = 2
-    config.train.patience = 5
+    config.train.patience = 3
     config.train.log_every = 100
     config.eval.batch_size = 500
     return config

@@ -22,6 +22,8 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.INFO)
+    # Orbax logs every save/restore at INFO through absl; keep posrec's own lines readable.
+    logging.get_absl_handler().addFilter(lambda r: "/orbax/" not in r.pathname)
     with report_errors(_DEBUG.value):
         train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
