@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from posrec.config_lib import default_config
-from posrec.errors import ConfigError
+from posrec.errors import CheckpointError, ConfigError
 from posrec.models import attention, kernel, sasrec
 
 T_MAX, T, B, H, D = 8, 6, 3, 2, 4
@@ -405,3 +405,15 @@ def test_head_mismatch_and_indivisible_width():
         kernel.kernel_attention(factors, cfg, q, k, v, attention.causal_mask(valid), valid)
     with pytest.raises(ConfigError, match="divisible"):
         kernel.validate_kernel_config(cfg, T_MAX, num_heads=3, hidden=64)
+
+
+@pytest.mark.parametrize(
+    "u,lf", [("full", "identity"), ("identity", "toeplitz"), ("decay", "full")]
+)
+def test_params_of_another_max_len_or_head_layout(u, lf):
+    cfg = make_cfg(u, lf, per_head=True)
+    variables = kernel.PositionalKernel(cfg, T_MAX, H).init(jax.random.PRNGKey(0), T)
+    with pytest.raises(CheckpointError, match="another window length"):
+        kernel.PositionalKernel(cfg, T_MAX + 2, H).apply(variables, T)
+    with pytest.raises(CheckpointError, match="per_head"):
+        kernel.PositionalKernel(cfg, T_MAX, H + 1).apply(variables, T)

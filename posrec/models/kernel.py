@@ -78,7 +78,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from posrec.errors import ConfigError
+from posrec.errors import CheckpointError, ConfigError
 from posrec.models import attention
 
 Array = jax.Array
@@ -295,11 +295,24 @@ class PositionalKernel(nn.Module):
                 f"window length {T} exceeds model.max_len={self.max_len} of the kernel"
             )
         H = self.num_heads if cfg.per_head else 1
-        U = _build_factor(self.param, "u", cfg, self.max_len, H, T)
-        L = _build_factor(self.param, "l", cfg, self.max_len, H, T)
+        U = _build_factor(self._param, "u", cfg, self.max_len, H, T)
+        L = _build_factor(self._param, "l", cfg, self.max_len, H, T)
         if cfg.l != "identity":
             L = normalize_l(L, cfg.l_norm)
         return KernelFactors(U, L)
+
+    def _param(self, name: str, init: Callable, shape: tuple[int, ...]) -> Array:
+        """`self.param`, with a clear error for parameters of another max_len or head count."""
+        if self.has_variable("params", name):
+            got = tuple(self.get_variable("params", name).shape)
+            if got != tuple(shape):
+                raise CheckpointError(
+                    f"kernel parameter {name!r} has shape {got} but model.max_len="
+                    f"{self.max_len}, num_heads={self.num_heads}, per_head={self.cfg.per_head} "
+                    f"need {tuple(shape)}: the parameters come from a run with another window "
+                    "length or head layout; use that run's config"
+                )
+        return self.param(name, init, shape)
 
 
 def effective_kernel(factors: KernelFactors) -> Array:
