@@ -27,13 +27,22 @@ def default_config() -> ml_collections.ConfigDict:
     config.seed = 0
 
     config.data = data = ml_collections.ConfigDict()
-    data.name = "synthetic"  # "ml-1m" (downloads), "csv" (needs path), "synthetic"
-    data.path = ""  # local file: CSV (.csv/.csv.gz), ratings.dat or ml-1m.zip
+    # A data set of posrec/data/datasets.py (e.g. "ml-1m", "beauty", "yambda-likes": fetched
+    # when data.path is ""), "csv" (needs data.path) or "synthetic"
+    data.name = "synthetic"
+    # local file: a CSV whose header names data.columns, or the data set's raw format
+    data.path = ""
     data.columns = ("user_id", "item_id", "timestamp")
-    data.has_real_time = True  # False: timestamps are order indices (temporal split refused)
+    # CSV files only: False = timestamps are per-user order indices (temporal split refused)
+    data.has_real_time = True
     data.min_user_count = 5  # iterative k-core thresholds (0 disables a side)
     data.min_item_count = 5
     data.dedup_consecutive = False  # drop a user's consecutive repeats of the same item
+    # Fraction of users kept, each by a seeded hash of its id (sources.user_sample_mask),
+    # before k-core; for huge sets (zvuk). 1.0 keeps every user.
+    data.user_sample = 1.0
+    data.user_sample_seed = 0
+    data.min_play_ratio = 0  # Yambda listens: keep played_ratio_pct >= this (0: every row)
     data.split = "loo"  # "loo" (leave-one-out) | "temporal" (global time cut)
     data.temporal_quantile = 0.9
     data.synthetic = ml_collections.ConfigDict(
@@ -98,6 +107,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _positive("data.min_item_count", d.min_item_count, 0)
     if len(d.columns) != 3:
         raise ConfigError("config.data.columns must name 3 columns: user, item, timestamp")
+    from posrec.data import datasets  # lazy: the data layer imports this module
+
+    _choice("data.name", d.name, datasets.known_names())
+    if not 0.0 < d.user_sample <= 1.0:
+        raise ConfigError(f"config.data.user_sample={d.user_sample} must be in (0, 1]")
+    _positive("data.user_sample_seed", d.user_sample_seed, 0)
+    _positive("data.min_play_ratio", d.min_play_ratio, 0)
     if m.max_len < 2:
         raise ConfigError(
             f"config.model.max_len={m.max_len}: need at least 2 positions (one input, one target)"

@@ -1,6 +1,7 @@
 """download.fetch against a local HTTP server (never the internet), plus load_interactions."""
 
 import contextlib
+import dataclasses
 import hashlib
 import http.server
 import socket
@@ -12,7 +13,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from posrec.data import download, load_interactions, load_split
+from posrec.data import datasets, download, load_interactions, load_split
 from posrec.errors import ConfigError, DataError
 
 PAYLOAD = b"posrec test payload\n" * 5000
@@ -73,8 +74,9 @@ def test_cache_dir_env(monkeypatch, tmp_path):
 
 
 def test_constants():
-    assert download.ML1M_URL == "https://files.grouplens.org/datasets/movielens/ml-1m.zip"
-    assert len(download.ML1M_SHA256) == 64 and len(download.ML1M_MD5) == 32
+    r = datasets.REGISTRY["ml-1m"].remote
+    assert r.url == "https://files.grouplens.org/datasets/movielens/ml-1m.zip"
+    assert len(r.sha256) == 64 and len(r.md5) == 32
 
 
 def test_good_download_is_cached(server, cache, capsys):
@@ -149,8 +151,14 @@ def _cfg(**data) -> ml_collections.ConfigDict:
     return c
 
 
+def _patch_ml1m(monkeypatch, **remote):
+    ds = datasets.REGISTRY["ml-1m"]
+    new = dataclasses.replace(ds, remote=dataclasses.replace(ds.remote, **remote))
+    monkeypatch.setitem(datasets.REGISTRY, "ml-1m", new)
+
+
 def test_load_ml1m_offline_message(cache, monkeypatch):
-    monkeypatch.setattr(download, "ML1M_URL", f"http://127.0.0.1:{_closed_port()}/ml-1m.zip")
+    _patch_ml1m(monkeypatch, url=f"http://127.0.0.1:{_closed_port()}/ml-1m.zip")
     with pytest.raises(DataError) as e:
         load_interactions(_cfg(name="ml-1m").data)
     msg = str(e.value)
@@ -162,7 +170,7 @@ def test_load_ml1m_from_cached_zip(cache, monkeypatch):
     z = cache / "ml-1m.zip"
     with zipfile.ZipFile(z, "w") as zf:
         zf.writestr("ml-1m/ratings.dat", RATINGS)
-    monkeypatch.setattr(download, "ML1M_SHA256", download.sha256_file(z))
+    _patch_ml1m(monkeypatch, sha256=download.sha256_file(z), md5="")
     x = load_interactions(_cfg(name="ml-1m").data)
     assert len(x) == 36 and x.has_real_time
 

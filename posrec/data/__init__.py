@@ -7,11 +7,11 @@ Entry points used by training and evaluation:
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
+from posrec.data import datasets
 from posrec.data.preprocess import Sequences, preprocess
-from posrec.data.readers import Interactions, read_csv, read_ml1m
+from posrec.data.readers import Interactions
 from posrec.data.splits import Split, make_split
 from posrec.data.synthetic import make_synthetic
 from posrec.errors import ConfigError
@@ -26,36 +26,16 @@ def _get(cfg: Any, key: str, default: Any) -> Any:
         return getattr(cfg, key, default)
 
 
-def _is_ml1m_file(path: str) -> bool:
-    name = Path(path).name.lower()
-    return name.endswith(".zip") or name.startswith("ratings.dat")
-
-
-def _read_path(path: str, data_cfg: Any) -> Interactions:
-    if _is_ml1m_file(path):
-        return read_ml1m(path)
-    columns = tuple(_get(data_cfg, "columns", ("user_id", "item_id", "timestamp")))
-    if len(columns) != 3:
-        raise ConfigError(
-            f"config.data.columns={columns} must name 3 columns: user, item, timestamp"
-        )
-    return read_csv(
-        path,
-        user_col=columns[0],
-        item_col=columns[1],
-        time_col=columns[2],
-        has_real_time=bool(_get(data_cfg, "has_real_time", True)),
-    )
-
-
 def load_interactions(data_cfg: Any) -> Interactions:
     """Reads the raw interactions named by a `config.data` ConfigDict.
 
     name "synthetic": make_synthetic(**data_cfg.synthetic).
-    name "ml-1m": with path "" the official ml-1m.zip is fetched into the cache
-        (`download.cache_dir()`) and read with `read_ml1m`; with a path, `.zip` / `ratings.dat`
-        go to `read_ml1m` and anything else (e.g. shared/data/ml-1m.csv.gz) to `read_csv`.
     name "csv": `read_csv(path)` with `data_cfg.columns` and `data_cfg.has_real_time`.
+    any other name: a data set of the registry (`datasets.load`): with path "" its official
+        file is fetched into the cache (`download.cache_dir()`, checksummed) and read in its
+        raw format; with a path, a CSV naming `data_cfg.columns` (e.g. shared/data/*.csv.gz)
+        or a file in the data set's raw format. An unknown name lists the known ones.
+    Every source but "synthetic" then keeps the seeded user sample `data_cfg.user_sample`.
     """
     name = str(_get(data_cfg, "name", ""))
     path = str(_get(data_cfg, "path", "") or "")
@@ -66,37 +46,32 @@ def load_interactions(data_cfg: Any) -> Interactions:
             return make_synthetic(**params)
         except TypeError as e:
             raise ConfigError(f"config.data.synthetic: {e}") from e
-    if name == "ml-1m":
-        if path:
-            return _read_path(path, data_cfg)
-        from posrec.data import download
-
-        hint = (
-            f"download {download.ML1M_URL} by hand and pass "
-            "--config.data.path=/path/to/ml-1m.zip (or a CSV)"
+    if name != "csv":
+        return datasets.load(data_cfg)
+    if not path:
+        raise ConfigError(
+            "config.data.name='csv' needs a file: pass --config.data.path=/path/to/file.csv"
         )
-        zip_path = download.fetch(download.ML1M_URL, download.ML1M_SHA256, "ml-1m.zip", hint=hint)
-        return read_ml1m(zip_path)
-    if name == "csv":
-        if not path:
-            raise ConfigError(
-                "config.data.name='csv' needs a file: pass --config.data.path=/path/to/file.csv"
-            )
-        return _read_path(path, data_cfg)
-    raise ConfigError(
-        f"config.data.name={name!r} is unknown; use 'synthetic', 'ml-1m' or 'csv'"
+    opts = datasets.read_options(data_cfg)
+    return datasets.sample_users(
+        datasets.read_columns_csv(path, data_cfg), opts.user_sample, opts.user_sample_seed
     )
 
 
-def load_split(config: Any) -> tuple[Split, Sequences]:
+def load_split(
+    config: Any, inter: Interactions | None = None
+) -> tuple[Split, Sequences]:
     """load_interactions -> preprocess -> make_split, all driven by `config.data`.
+
+    `inter`: already loaded raw interactions of `config.data` (e.g. by the stats command,
+    which also reports them); None loads them.
 
     Returns:
         (split, seqs): the train/valid/test split and the full preprocessed sequences
         (whose raw_item / raw_user maps the split shares).
     """
     d = config.data
-    inter = load_interactions(d)
+    inter = load_interactions(d) if inter is None else inter
     source = str(_get(d, "path", "") or _get(d, "name", ""))
     seqs = preprocess(
         inter,

@@ -1,15 +1,21 @@
-"""Checksummed, atomic downloads into a local cache (used for MovieLens-1M).
+"""Checksummed, atomic downloads into a local cache (the data sets of `posrec.data.datasets`).
 
-A file in the cache is trusted only if its sha256 matches the pinned value. A download goes
-to a temp file in the cache directory and is `os.replace`d into place only after its size and
-checksum are verified, so an interrupted or corrupt download never replaces (or poses as) a
-good cached copy.
+A cached file is trusted only if it matches every digest pinned for it (sha256 and/or the md5
+a publisher prints next to the file). When the publisher gives no checksum, the file is trusted
+on first use (TOFU): after the first good download (or the first use of a copy placed in the
+cache by hand) its sha256 is written to `<filename>.sha256.json` beside it, and every later use
+and every re-download must match that record.
+
+A download goes to a temp file in the cache directory and is `os.replace`d into place only after
+its size and checksums are verified, so an interrupted, truncated or corrupt download never
+replaces (or poses as) a good cached copy. Progress goes to stderr.
 """
 
 from __future__ import annotations
 
 import hashlib
 import http.client
+import json
 import os
 import sys
 import tempfile
@@ -17,13 +23,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from posrec.config_lib import write_json_atomic
 from posrec.errors import DataError
-
-ML1M_URL = "https://files.grouplens.org/datasets/movielens/ml-1m.zip"
-# sha256 of the official ml-1m.zip (verified on download).
-ML1M_SHA256 = "a6898adb50b9ca05aa231689da44c217cb524e7ebd39d264c56e2832f2c54e20"
-# md5 published by GroupLens next to the file (recorded for reference; sha256 is what we check).
-ML1M_MD5 = "c4d9eecfca2ab87c1945afe126590906"
 
 _CHUNK = 1 << 20
 
@@ -36,11 +37,50 @@ def cache_dir() -> Path:
 
 def sha256_file(path: str | os.PathLike) -> str:
     """Hex sha256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
+    return _digests(path)[0]
+
+
+def _digests(path: str | os.PathLike) -> tuple[str, str]:
+    """(sha256, md5) hex digests of a file in one pass over it."""
+    sha, md5 = hashlib.sha256(), hashlib.md5()
     with open(path, "rb") as f:
         while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
+            sha.update(chunk)
+            md5.update(chunk)
+    return sha.hexdigest(), md5.hexdigest()
+
+
+def record_path(dest: Path) -> Path:
+    """Where the trust-on-first-use sha256 of cached file `dest` is kept."""
+    return dest.with_name(dest.name + ".sha256.json")
+
+
+def _read_record(rec: Path) -> str:
+    """The sha256 recorded in `rec` ("" when there is no record yet)."""
+    if not rec.exists():
+        return ""
+    try:
+        digest = str(json.loads(rec.read_text())["sha256"]).lower()
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DataError(
+            f"{rec}: unreadable checksum record ({e}); delete it to record the sha256 of the "
+            "cached file again"
+        ) from e
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise DataError(
+            f"{rec}: {digest!r} is not a sha256 digest; delete the record to record it again"
+        )
+    return digest
+
+
+def _mismatch(have: tuple[str, str], want_sha256: str, want_md5: str) -> str:
+    """What differs between the digests `have` = (sha256, md5) and the pinned ones ('' = ok)."""
+    out = []
+    if want_sha256 and have[0] != want_sha256:
+        out.append(f"sha256 {have[0]}, expected {want_sha256}")
+    if want_md5 and have[1] != want_md5:
+        out.append(f"md5 {have[1]}, expected {want_md5}")
+    return "; ".join(out)
 
 
 def _progress(done: int, total: int | None, name: str, *, final: bool = False) -> None:
@@ -53,34 +93,49 @@ def _progress(done: int, total: int | None, name: str, *, final: bool = False) -
 
 
 def fetch(
-    url: str, sha256: str, filename: str, *, timeout: float = 60.0, hint: str = ""
+    url: str,
+    sha256: str,
+    filename: str,
+    *,
+    md5: str = "",
+    timeout: float = 60.0,
+    hint: str = "",
 ) -> Path:
     """Returns `cache_dir()/filename`, downloading `url` first unless a verified copy exists.
 
     Args:
         url: http(s):// or file:// URL.
-        sha256: expected hex digest of the file.
+        sha256: expected hex sha256 of the file, or "" when the publisher gives none.
         filename: name of the file inside the cache directory.
+        md5: the publisher's hex md5, or "" (e.g. GroupLens prints one next to each zip).
         timeout: socket timeout in seconds.
         hint: what the user can do instead (ends every error message); the default says to
             download `url` by hand and pass --config.data.path.
 
+    With neither `sha256` nor `md5` pinned, the file's sha256 is recorded on first use in
+    `record_path(cache_dir()/filename)` and verified on every later use (trust on first use).
+
     Raises:
         DataError: the URL cannot be reached (the message says how to download by hand),
-            the download is truncated (fewer bytes than Content-Length), or the checksum does
-            not match. In every case an existing good cached file is left untouched and no
-            partial file is left behind.
+            the download is truncated (fewer bytes than Content-Length), or a checksum does
+            not match (pinned or recorded). In every case an existing good cached file is left
+            untouched and no partial file is left behind.
     """
     directory = cache_dir()
     dest = directory / filename
-    want = sha256.lower()
+    rec = record_path(dest)
+    tofu = not sha256 and not md5
+    want_sha256 = (_read_record(rec) if tofu else sha256).lower()
+    want_md5 = md5.lower()
     if dest.exists():
-        have = sha256_file(dest)
-        if have == want:
+        have = _digests(dest)
+        bad = _mismatch(have, want_sha256, want_md5)
+        if not bad:
+            if tofu and not want_sha256:
+                size = dest.stat().st_size
+                write_json_atomic(rec, {"url": url, "sha256": have[0], "bytes": size})
             return dest
-        sys.stderr.write(
-            f"posrec: cached {dest} has sha256 {have}, expected {want}; downloading again\n"
-        )
+        sys.stderr.write(f"posrec: cached {dest}: {bad}; downloading again\n")
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -100,7 +155,7 @@ def fetch(
                 resp = urllib.request.urlopen(url, timeout=timeout)
             except (urllib.error.URLError, OSError, ValueError) as e:
                 raise DataError(f"cannot reach {url} ({e}); {manual}") from e
-            h = hashlib.sha256()
+            sha, md5_h = hashlib.sha256(), hashlib.md5()
             done = 0
             with resp:
                 length = resp.headers.get("Content-Length") if resp.headers else None
@@ -108,7 +163,8 @@ def fetch(
                 try:
                     while chunk := resp.read(_CHUNK):
                         out.write(chunk)
-                        h.update(chunk)
+                        sha.update(chunk)
+                        md5_h.update(chunk)
                         done += len(chunk)
                         _progress(done, total, filename)
                 except (OSError, http.client.HTTPException) as e:
@@ -124,13 +180,21 @@ def fetch(
                 f"{dest}: truncated download of {url}: got {done} of {total} bytes; "
                 f"try again or {manual}"
             )
-        got = h.hexdigest()
-        if got != want:
+        got = (sha.hexdigest(), md5_h.hexdigest())
+        bad = _mismatch(got, want_sha256, want_md5)
+        if bad:
+            why = (
+                f"the sha256 recorded at the first download ({rec}) differs: the file is corrupt "
+                f"or has changed upstream (delete {rec} to accept the new file)"
+                if tofu
+                else "the file is corrupt or has changed upstream"
+            )
             raise DataError(
-                f"{dest}: checksum mismatch for {url}: sha256 {got}, expected {want} "
-                f"({done} bytes); the file is corrupt or has changed upstream; {manual}"
+                f"{dest}: checksum mismatch for {url}: {bad} ({done} bytes); {why}; {manual}"
             )
         os.replace(tmp, dest)
+        if tofu and not want_sha256:
+            write_json_atomic(rec, {"url": url, "sha256": got[0], "bytes": done})
     finally:
         if tmp.exists():
             tmp.unlink()
