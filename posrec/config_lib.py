@@ -84,6 +84,10 @@ def default_config() -> ml_collections.ConfigDict:
     ev.batch_size = 256
     ev.exclude_seen = True
     ev.ks = (1, 5, 10, 20, 50, 100)
+    # Legacy sampled evaluation, reported next to (never instead of) full ranking: also rank
+    # each test target among `sampled` negatives (0 = off), results.json "test_sampled".
+    ev.sampled = 0
+    ev.sampler = "uniform"  # "uniform" | "popularity" (item frequency in the data set)
     return config
 
 
@@ -150,6 +154,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _positive("eval.batch_size", e.batch_size)
     if not e.ks or any(int(x) < 1 for x in e.ks) or 10 not in e.ks:
         raise ConfigError(f"config.eval.ks={tuple(e.ks)} must be positive and include 10")
+    _positive("eval.sampled", e.sampled, 0)
+    _choice("eval.sampler", e.sampler, ("uniform", "popularity"))
 
 
 def to_dict(config: ml_collections.ConfigDict) -> dict:

@@ -100,6 +100,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     inputs_NxT, targets_NxT = batching.train_examples(split.train, T)
     if len(inputs_NxT) == 0:
         raise ConfigError("no training sequences with at least 2 items after the split")
+    if config.eval.sampled:  # fail now, not after training
+        evaluate.check_sampled(
+            split.test,
+            evaluate.item_log_weights(config.eval.sampler, seqs.items, num_items),
+            config.eval.sampled,
+        )
     batches = batching.TrainBatches(inputs_NxT, targets_NxT, config.train.batch_size, config.seed)
     logging.info(
         "data: %d users, %d items, %d training sequences, %d valid / %d test users (%.1fs)",
@@ -203,6 +209,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         valid=valid,
         test=test,
     )
+    if config.eval.sampled:
+        results["test_sampled"] = evaluate.evaluate_sampled(
+            model, best_params, split.test, config, seqs
+        )
+        logging.info("test, SAMPLED (legacy, not the protocol): %s", results["test_sampled"])
     config_lib.write_json_atomic(results_path, results)
     logging.info("test: %s", json.dumps({k: round(v, 4) for k, v in test.items()}))
     return results

@@ -64,6 +64,8 @@ class Dataset:
         format: key of `sources.FORMATS` for files in the raw format.
         rules: the source-level rule (which rows count, which ids and times are used).
         config: the config file that reproduces the usual preprocessing.
+        unix_time: whether real timestamps of this data set are Unix seconds (False: seconds
+            on the publisher's own anonymised clock, e.g. Yambda); only used for display.
     """
 
     name: str
@@ -73,6 +75,7 @@ class Dataset:
     format: str | None
     rules: str
     config: str
+    unix_time: bool = True
 
 
 _AMAZON_2014 = "https://snap.stanford.edu/data/amazon/productGraph/categoryFiles/"
@@ -151,7 +154,7 @@ REGISTRY: dict[str, Dataset] = {
             ),
             "hetrec-lastfm",
             "a (user, artist, timestamp) tag assignment is an interaction; several tags at "
-            "the same time count once; Unix milliseconds",
+            "the same time count once; Unix seconds (the file has milliseconds)",
             "configs/lastfm.py",
         ),
         Dataset(
@@ -181,6 +184,7 @@ REGISTRY: dict[str, Dataset] = {
             "every like is an interaction (organic or not; unlikes not subtracted); "
             "user = uid, time = timestamp (seconds, global clock)",
             "configs/yambda_likes.py",
+            unix_time=False,
         ),
         Dataset(
             "yambda-listens", "Yambda-50M listens (Yandex Music)",
@@ -191,6 +195,7 @@ REGISTRY: dict[str, Dataset] = {
             "a listen is an interaction when played_ratio_pct >= data.min_play_ratio "
             "(configs/yambda_listens.py: 50); repeats kept; time = timestamp (seconds)",
             "configs/yambda_listens.py",
+            unix_time=False,
         ),
         Dataset(
             "steam", "Steam reviews (Kang & McAuley, the SASRec Steam)",
@@ -283,15 +288,13 @@ def read_local(ds: Dataset, path: str | Path, data_cfg: Any) -> Interactions:
     columns = tuple(_cfg(data_cfg, "columns", ("user_id", "item_id", "timestamp")))
     if ds.format is None or (path.is_file() and is_columns_csv(path, columns)):
         return read_columns_csv(path, data_cfg)
-    fmt = sources.FORMATS[ds.format]
     try:
-        return fmt.reader(path, read_options(data_cfg))
+        return sources.FORMATS[ds.format].reader(path, read_options(data_cfg))
     except DataError as e:
         if "not found" in str(e):
             raise
         raise DataError(
-            f"{e} (data set {ds.name!r} reads {fmt.description}, or a CSV with the header "
-            f"{','.join(columns)})"
+            f"{e}; data set {ds.name!r} also reads a CSV with the header {','.join(columns)}"
         ) from e
 
 
@@ -345,24 +348,4 @@ def load(data_cfg: Any) -> Interactions:
         inter = sources.FORMATS[str(ds.format)].reader(cached, read_options(data_cfg))
     opts = read_options(data_cfg)
     return sample_users(inter, opts.user_sample, opts.user_sample_seed)
-
-
-def describe() -> list[dict[str, str]]:
-    """One row per registered data set (name, title, url, format, rules, config): the README
-    table and `python -m posrec.data.stats --list`."""
-    return [
-        {
-            "name": d.name,
-            "title": d.title,
-            "url": d.remote.url if d.remote else d.homepage,
-            "checksum": (
-                "md5 (publisher)" if d.remote and d.remote.md5 else
-                "sha256 recorded on first download" if d.remote else "-"
-            ),
-            "format": d.format or "csv",
-            "rules": d.rules,
-            "config": d.config,
-        }
-        for d in REGISTRY.values()
-    ]
 

@@ -9,7 +9,8 @@ the expected format.
 
 String ids (Amazon reviewer ids and ASINs, Steam user names) become integers: the raw id of a
 string is its rank among the file's distinct strings in sorted order, so it does not depend on
-the row order.
+the row order. Real timestamps are returned in seconds (Unix seconds except Yambda, whose
+clock is its own).
 
 `FORMATS` maps a format name (the `format` of a registry entry) to its reader and a one-line
 description used in error messages.
@@ -392,11 +393,13 @@ def _steam_fields(line: str) -> tuple[str, str, str] | None:
 def read_steam(path: Path, opts: ReadOptions) -> Interactions:
     """Steam reviews: every review is an interaction (user name, product id, review date).
 
-    Dates are days; returned as Unix seconds at midnight UTC (same-day ties keep file order).
+    The user name becomes a sorted rank (module docstring), the numeric product id is the
+    item id. Dates are days, returned as Unix seconds at midnight UTC (same-day ties keep
+    file order).
     """
-    users, items = _StringIds(), _StringIds()
+    users = _StringIds()
     u_col: list[str] = []
-    i_col: list[str] = []
+    items: list[int] = []
     dates: list[str] = []
     for lineno, line in _lines(_text(path)):
         fields = _steam_fields(line)
@@ -406,15 +409,14 @@ def read_steam(path: Path, opts: ReadOptions) -> Interactions:
                 f"expected {STEAM_FORMAT}"
             )
         u_col.append(fields[0])
-        i_col.append(fields[1])
+        items.append(_int(fields[1], path, lineno, "product_id", STEAM_FORMAT))
         dates.append(fields[2])
     users.add(u_col)
-    items.add(i_col)
     try:
         times = np.array(dates, dtype="datetime64[D]").astype("datetime64[s]").astype(np.int64)
     except ValueError as e:
         raise DataError(f"{path}: a review date is not a calendar date ({e})") from e
-    return _interactions(users.finish(), items.finish(), times, True, path)
+    return _interactions(users.finish(), items, times, True, path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -431,7 +433,7 @@ def read_hetrec_lastfm(path: Path, opts: ReadOptions) -> Interactions:
     """HetRec-2011 Last.fm tag assignments as user -> artist interactions.
 
     Rows with the same (user, artist, timestamp) are one interaction (several tags applied
-    at once); timestamps are Unix milliseconds.
+    at once); the file's Unix milliseconds become seconds (floor), like every other source.
     """
     if _is_zip(path):
         text = _zip_member(path, "user_taggedartists-timestamps.dat", LASTFM_FORMAT)
@@ -447,7 +449,7 @@ def read_hetrec_lastfm(path: Path, opts: ReadOptions) -> Interactions:
     arr = _parse_table(body, 2, path, "\t", 4, (0, 1, 3), ("userID", "artistID", "timestamp"))
     _, first = np.unique(arr, axis=0, return_index=True)
     arr = arr[np.sort(first)]  # drop repeated (user, artist, time), keep file order
-    return _interactions(arr[:, 0], arr[:, 1], arr[:, 2], True, path)
+    return _interactions(arr[:, 0], arr[:, 1], arr[:, 2] // 1000, True, path)
 
 
 # --------------------------------------------------------------------------------------------
