@@ -16,7 +16,9 @@ import ml_collections
 
 from posrec.errors import ConfigError
 
-POSITIONAL = ("absolute", "none", "kernel")
+POSITIONAL = ("absolute", "none", "kernel", "sinusoidal", "rope", "alibi", "learned_bias")
+KERNEL_WITH_PE = ("none", "absolute", "sinusoidal", "rope", "alibi")
+BIAS_KINDS = ("offset", "full")
 KERNEL_FACTORS = ("identity", "full", "toeplitz", "decay")
 RESUMABLE_KEYS = ("train.num_epochs", "train.patience", "train.log_every")
 
@@ -56,7 +58,12 @@ def default_config() -> ml_collections.ConfigDict:
     model.num_heads = 1
     model.ffn_dim = 0  # 0: same as hidden (SASRec)
     model.dropout = 0.2
-    model.positional = "kernel"  # "absolute" | "none" | "kernel"
+    # "kernel" | "absolute" | "none" | "sinusoidal" | "rope" | "alibi" | "learned_bias"
+    # (posrec/models/positional.py; README "Positional schemes")
+    model.positional = "kernel"
+    model.bias = bias = ml_collections.ConfigDict()  # positional="learned_bias" only
+    bias.kind = "offset"  # "offset" (T_max per head, Toeplitz) | "full" (lower triangle)
+    bias.per_head = True  # False: one bias shared by the heads of a block
     model.kernel = kernel = ml_collections.ConfigDict()
     # Paper's best ablation (paper.md §2): Toeplitz U, Full L, one kernel per block.
     kernel.u = "toeplitz"  # "identity" | "full" | "toeplitz" | "decay"
@@ -67,7 +74,8 @@ def default_config() -> ml_collections.ConfigDict:
     kernel.init = "identity"  # "identity" | "identity_noise"
     kernel.init_noise = 0.01
     kernel.l_norm = "none"  # "none" | "rowsum" | "softmax"
-    kernel.with_pe = "none"  # "none" | "absolute": additive PE on top of the kernel
+    # A second scheme acting with the kernel: "none" | "absolute" | "sinusoidal" | "rope" | "alibi"
+    kernel.with_pe = "none"
 
     config.train = train = ml_collections.ConfigDict()
     train.num_epochs = 200
@@ -133,6 +141,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if not 0.0 <= m.dropout < 1.0:
         raise ConfigError(f"config.model.dropout={m.dropout} must be in [0, 1)")
     _choice("model.positional", m.positional, POSITIONAL)
+    _choice("model.bias.kind", m.bias.kind, BIAS_KINDS)
+    uses_rope = m.positional == "rope" or (m.positional == "kernel" and m.kernel.with_pe == "rope")
+    if uses_rope and (m.hidden // m.num_heads) % 2:
+        raise ConfigError(
+            f"RoPE needs an even head dimension: model.hidden={m.hidden} / "
+            f"model.num_heads={m.num_heads} is odd"
+        )
     k = m.kernel
     _choice("model.kernel.u", k.u, KERNEL_FACTORS)
     _choice("model.kernel.l", k.l, KERNEL_FACTORS)
@@ -140,7 +155,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _choice("model.kernel.form", k.form, ("ul", "alt1", "alt2", "mult"))
     _choice("model.kernel.init", k.init, ("identity", "identity_noise"))
     _choice("model.kernel.l_norm", k.l_norm, ("none", "rowsum", "softmax"))
-    _choice("model.kernel.with_pe", k.with_pe, ("none", "absolute"))
+    _choice("model.kernel.with_pe", k.with_pe, KERNEL_WITH_PE)
     _positive("train.num_epochs", t.num_epochs)
     _positive("train.batch_size", t.batch_size)
     _choice("train.loss", t.loss, ("ce", "bce"))

@@ -8,8 +8,13 @@ the loss/evaluation code for large catalogs.
 Positional schemes (`config.model.positional`):
   * "absolute": learned position embeddings added to item embeddings (SASRec baseline);
   * "none": no positional signal beyond the causal mask;
+  * "sinusoidal": fixed sin/cos codes added to item embeddings (indexed like "absolute");
+  * "rope": rotary embeddings on queries and keys in every block;
+  * "alibi": a fixed linear distance penalty per head on the logits;
+  * "learned_bias": a learned additive logit bias per block (`model.bias`);
   * "kernel": the position-aware kernel of `posrec.models.kernel` inside every block
-    (optionally combined with additive PE via `model.kernel.with_pe`).
+    (optionally combined with one of the above via `model.kernel.with_pe`).
+The non-kernel schemes live in `posrec.models.positional`.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from posrec.models import attention
+from posrec.models import attention, positional
 
 Array = jax.Array
 
@@ -47,6 +52,8 @@ class Block(nn.Module):
 
     config: ml_collections.ConfigDict  # config.model
     kernel_attention: object = None
+    rotate_qk: object = None  # (q, k) -> (q, k), e.g. RoPE
+    bias_HxTxT: jax.Array | None = None  # additive logit bias, e.g. ALiBi or learned bias
 
     @nn.compact
     def __call__(self, x_BxTxC: Array, valid_BxT: Array, train: bool) -> Array:
@@ -56,6 +63,8 @@ class Block(nn.Module):
             num_heads=cfg.num_heads,
             dropout_rate=cfg.dropout,
             kernel_attention=self.kernel_attention,
+            rotate_qk=self.rotate_qk,
+            bias_HxTxT=self.bias_HxTxT,
             name="attn",
         )(q, x_BxTxC, valid_BxT, train)
         x = q + a
@@ -87,12 +96,15 @@ class SASRec(nn.Module):
             name="item_embed",
         )
         x = embed(inputs_BxT) * jnp.sqrt(float(cfg.hidden))
-        if uses_absolute_pe(cfg):
+        pe = positional.pe_scheme(cfg)
+        if pe == "absolute":
             pos_TxC = self.param(
                 "pos_embed", nn.initializers.normal(0.02), (cfg.max_len, cfg.hidden)
             )
             # Index T-1 is the most recent item whatever the window length.
             x = x + pos_TxC[cfg.max_len - T :][None]
+        elif pe == "sinusoidal":
+            x = x + positional.sinusoidal_table(cfg.max_len, cfg.hidden)[cfg.max_len - T :][None]
         x = nn.Dropout(cfg.dropout, deterministic=not train)(x)
         x = x * valid_BxT[..., None]
 
@@ -118,18 +130,29 @@ class SASRec(nn.Module):
                     )
                     for i in range(cfg.num_blocks)
                 ]
+        rotate_qk = positional.rope_qk if pe == "rope" else None
+        biases = [None] * cfg.num_blocks
+        if pe == "alibi":
+            biases = [positional.alibi_bias(cfg.num_heads, T)] * cfg.num_blocks
+        elif pe == "learned_bias":
+            biases = [
+                positional.LearnedBias(cfg.bias, cfg.max_len, cfg.num_heads, name=f"bias_{i}")(T)
+                for i in range(cfg.num_blocks)
+            ]
         for i in range(cfg.num_blocks):
-            x = Block(cfg, kernel_attention=kernel_fns[i], name=f"block_{i}")(
-                x, valid_BxT, train
-            )
+            x = Block(
+                cfg,
+                kernel_attention=kernel_fns[i],
+                rotate_qk=rotate_qk,
+                bias_HxTxT=biases[i],
+                name=f"block_{i}",
+            )(x, valid_BxT, train)
         return nn.LayerNorm(epsilon=1e-8, name="final_ln")(x)
 
 
 def uses_absolute_pe(cfg: ml_collections.ConfigDict) -> bool:
     """Whether learned absolute position embeddings are added at the input."""
-    return cfg.positional == "absolute" or (
-        cfg.positional == "kernel" and cfg.kernel.with_pe == "absolute"
-    )
+    return positional.pe_scheme(cfg) == "absolute"
 
 
 def item_table(params) -> Array:
