@@ -8,6 +8,7 @@ except for the keys in `RESUMABLE_KEYS`, which only extend or shorten training.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 from pathlib import Path
@@ -19,8 +20,9 @@ from posrec.errors import ConfigError
 POSITIONAL = ("absolute", "none", "kernel", "sinusoidal", "rope", "alibi", "learned_bias")
 KERNEL_WITH_PE = ("none", "absolute", "sinusoidal", "rope", "alibi")
 BIAS_KINDS = ("offset", "full")
-KERNEL_FACTORS = ("identity", "full", "toeplitz", "decay")
-RESUMABLE_KEYS = ("train.num_epochs", "train.patience", "train.log_every")
+RESUMABLE_KEYS = (
+    "train.num_epochs", "train.patience", "train.log_every", "train.skip_nonfinite"
+)
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -40,6 +42,11 @@ def default_config() -> ml_collections.ConfigDict:
     data.min_user_count = 5  # iterative k-core thresholds (0 disables a side)
     data.min_item_count = 5
     data.dedup_consecutive = False  # drop a user's consecutive repeats of the same item
+    # CSV rows repeating an earlier (user, item, timestamp) row: False = DataError naming both
+    # lines (the default: duplicates usually mean a file was concatenated twice, and under
+    # leave-one-out they make the validation target equal the test target); True = keep the
+    # first occurrence and log how many were dropped.
+    data.drop_duplicates = False
     # Fraction of users kept, each by a seeded hash of its id (sources.user_sample_mask),
     # before k-core; for huge sets (zvuk). 1.0 keeps every user.
     data.user_sample = 1.0
@@ -87,6 +94,9 @@ def default_config() -> ml_collections.ConfigDict:
     train.eval_every = 1  # epochs between validation evaluations
     train.patience = 10  # evaluations without improvement of valid NDCG@10
     train.log_every = 50  # steps between progress lines
+    # A non-finite loss/gradient/update is always dropped on device; False = stop with
+    # NonFiniteError naming the step, True = skip it and count it (metrics "skipped_steps").
+    train.skip_nonfinite = False
 
     config.eval = ev = ml_collections.ConfigDict()
     ev.batch_size = 256
@@ -109,8 +119,23 @@ def _positive(name: str, value, minimum=1) -> None:
         raise ConfigError(f"config.{name}={value!r} must be >= {minimum}")
 
 
+def _check_known_keys(config: ml_collections.ConfigDict) -> None:
+    """Keys a config *file* added to default_config() (a typo such as `train.learning_rte`
+    would otherwise be ignored silently; command-line overrides are checked by ml_collections)."""
+    known = _flatten(to_dict(default_config()))
+    unknown = sorted(set(_flatten(to_dict(config))) - set(known))
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], list(known), n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise ConfigError(
+            f"unknown config key(s) {', '.join('config.' + k for k in unknown)}{hint} "
+            "(every key is listed in posrec/config_lib.py default_config)"
+        )
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
-    """Raise ConfigError naming the first impossible value."""
+    """Raise ConfigError naming the first unknown key or impossible value."""
+    _check_known_keys(config)
     d, m, t, e = config.data, config.model, config.train, config.eval
     _choice("data.split", d.split, ("loo", "temporal"))
     if not 0.0 < d.temporal_quantile < 1.0:
@@ -119,6 +144,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _positive("data.min_item_count", d.min_item_count, 0)
     if len(d.columns) != 3:
         raise ConfigError("config.data.columns must name 3 columns: user, item, timestamp")
+    if len(set(d.columns)) != 3:
+        raise ConfigError(f"config.data.columns={tuple(d.columns)} must name 3 different columns")
     from posrec.data import datasets  # lazy: the data layer imports this module
 
     _choice("data.name", d.name, datasets.known_names())
@@ -149,26 +176,25 @@ def validate(config: ml_collections.ConfigDict) -> None:
             f"model.num_heads={m.num_heads} is odd"
         )
     k = m.kernel
-    _choice("model.kernel.u", k.u, KERNEL_FACTORS)
-    _choice("model.kernel.l", k.l, KERNEL_FACTORS)
-    _choice("model.kernel.share", k.share, ("layerwise", "shared"))
-    _choice("model.kernel.form", k.form, ("ul", "alt1", "alt2", "mult"))
-    _choice("model.kernel.init", k.init, ("identity", "identity_noise"))
-    _choice("model.kernel.l_norm", k.l_norm, ("none", "rowsum", "softmax"))
+    from posrec.models.kernel import validate_kernel_config  # the kernel owns its names
+
+    validate_kernel_config(k, m.max_len, m.num_heads, m.hidden)
     _choice("model.kernel.with_pe", k.with_pe, KERNEL_WITH_PE)
+    _positive("model.kernel.init_noise", k.init_noise, 0)
     _positive("train.num_epochs", t.num_epochs)
     _positive("train.batch_size", t.batch_size)
     _choice("train.loss", t.loss, ("ce", "bce"))
-    if not t.learning_rate > 0:
-        raise ConfigError(f"config.train.learning_rate={t.learning_rate} must be > 0")
+    if not 0 < t.learning_rate < float("inf"):
+        raise ConfigError(f"config.train.learning_rate={t.learning_rate} must be finite and > 0")
     _positive("train.weight_decay", t.weight_decay, 0)
     _positive("train.grad_clip", t.grad_clip, 0)
     _positive("train.eval_every", t.eval_every)
     _positive("train.patience", t.patience)
     _positive("train.log_every", t.log_every)
     _positive("eval.batch_size", e.batch_size)
-    if not e.ks or any(int(x) < 1 for x in e.ks) or 10 not in e.ks:
-        raise ConfigError(f"config.eval.ks={tuple(e.ks)} must be positive and include 10")
+    if (not e.ks or any(not isinstance(x, int) or isinstance(x, bool) or x < 1 for x in e.ks)
+            or 10 not in e.ks):
+        raise ConfigError(f"config.eval.ks={tuple(e.ks)} must be positive integers including 10")
     _positive("eval.sampled", e.sampled, 0)
     _choice("eval.sampler", e.sampler, ("uniform", "popularity"))
 
@@ -223,8 +249,13 @@ def save_or_check(config: ml_collections.ConfigDict, workdir: Path) -> None:
         except (OSError, json.JSONDecodeError) as err:
             raise ConfigError(f"{path} is unreadable ({err}); use a fresh --workdir") from err
         a, b = _flatten(old), _flatten(new)
+        # A key added to posrec after the run started is absent from its config.json; at its
+        # default it means the behaviour the run already had, so it does not block a resume.
+        defaults = _flatten(to_dict(default_config()))
         diff = sorted(
-            k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in RESUMABLE_KEYS
+            k for k in set(a) | set(b)
+            if a.get(k) != b.get(k) and k not in RESUMABLE_KEYS
+            and not (k not in a and k in defaults and b.get(k) == defaults[k])
         )
         if diff:
             shown = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diff[:5])
