@@ -259,7 +259,7 @@ def read_amazon_ratings(path: Path, opts: ReadOptions) -> Interactions:
         parts = line.split(",")
         if len(parts) != 4:
             raise DataError(
-                f"{path}: line {lineno}: {len(parts)} comma-separated field(s), expected 4; "
+                f"{path}: line {lineno}: {len(parts)} comma-separated field(s) instead of 4; "
                 f"expected {AMAZON_RATINGS_FORMAT}"
             )
         if lineno == 1 and not parts[3].strip().lstrip("-").isdigit():
@@ -341,7 +341,7 @@ def read_gowalla(path: Path, opts: ReadOptions) -> Interactions:
         parts = line.split("\t")
         if len(parts) != 5:
             raise DataError(
-                f"{path}: line {lineno}: {len(parts)} tab-separated field(s), expected 5; "
+                f"{path}: line {lineno}: {len(parts)} tab-separated field(s) instead of 5; "
                 f"expected {GOWALLA_FORMAT}"
             )
         users.append(_int(parts[0], path, lineno, "user", GOWALLA_FORMAT))
