@@ -1,0 +1,35 @@
+"""Amazon Beauty (the S3-Rec 5-core version), leave-one-out, full ranking, T = 50.
+
+    python -m posrec.main --config=configs/beauty.py --workdir=runs/beauty \
+        --config.data.path=../shared/data/beauty.csv.gz
+    python -m posrec.data.stats --config=configs/beauty.py \
+        --config.data.path=../shared/data/beauty.csv.gz
+    # official reviews_Beauty_5.json.gz (Amazon 2014), fetched into $POSREC_DATA_DIR:
+    python -m posrec.main --config=configs/beauty.py --workdir=runs/beauty
+
+Preprocessing: every review is an interaction (all stars), chronological per user, iterative
+5-core on users and items, repeats kept. The shared CSV has order indices, not times
+(data.has_real_time = False), so only leave-one-out applies to it; the official file has
+real times (days), so --config.data.split=temporal works there.
+
+Expected after preprocessing (posrec.data.stats on shared/data/beauty.csv.gz): 22,363 users,
+12,101 items, 198,502 interactions; length min 5 / median 6 / mean 8.88 / max 204; density
+0.000734. The official-file route was not verified here (no internet).
+Published: the same counts in S3-Rec (Zhou et al., CIKM 2020, data statistics table).
+Metrics: shared/docs/paper.md quotes NDCG@10 0.0394 for the paper's model on Beauty (a third
+party's extraction; the paper's Beauty variant and protocol are not known).
+"""
+
+from posrec.config_lib import default_config
+
+
+def get_config():
+    config = default_config()
+    config.data.name = "beauty"
+    config.data.has_real_time = False  # the shared CSV: per-user order indices
+    config.data.min_user_count = 5
+    config.data.min_item_count = 5
+    config.data.dedup_consecutive = False
+    config.model.max_len = 50
+    config.model.dropout = 0.5  # SASRec's rate for sparse data
+    return config

@@ -1,0 +1,31 @@
+"""Amazon Toys and Games (the S3-Rec 5-core version), leave-one-out, full ranking, T = 50.
+
+    python -m posrec.main --config=configs/toys.py --workdir=runs/toys \
+        --config.data.path=../shared/data/toys.csv.gz
+    python -m posrec.data.stats --config=configs/toys.py \
+        --config.data.path=../shared/data/toys.csv.gz
+    # official reviews_Toys_and_Games_5.json.gz (Amazon 2014), fetched into $POSREC_DATA_DIR:
+    python -m posrec.main --config=configs/toys.py --workdir=runs/toys
+
+Preprocessing: as configs/beauty.py (every review, 5-core, repeats kept). The shared CSV has
+order indices only (leave-one-out only).
+
+Expected after preprocessing (posrec.data.stats on shared/data/toys.csv.gz): 19,412 users,
+11,924 items, 167,597 interactions; length min 5 / median 6 / mean 8.63 / max 550; density
+0.000724. Official-file route: not verified here.
+Published: the same counts in S3-Rec (Zhou et al., CIKM 2020). Metrics: none cited here.
+"""
+
+from posrec.config_lib import default_config
+
+
+def get_config():
+    config = default_config()
+    config.data.name = "toys"
+    config.data.has_real_time = False  # the shared CSV: per-user order indices
+    config.data.min_user_count = 5
+    config.data.min_item_count = 5
+    config.data.dedup_consecutive = False
+    config.model.max_len = 50
+    config.model.dropout = 0.5  # SASRec's rate for sparse data
+    return config
