@@ -302,8 +302,8 @@ def fetch(ds: Dataset) -> Path:
     """The cached, verified official file of `ds` (downloaded on first use)."""
     if ds.remote is None:
         raise ConfigError(
-            f"data set {ds.name!r} cannot be downloaded automatically ({ds.rules}); "
-            f"get it from {ds.homepage} and pass --config.data.path=/path/to/file"
+            f"data set {ds.name!r}: {ds.rules}; get it from {ds.homepage} and pass "
+            "--config.data.path=/path/to/file"
         )
     r = ds.remote
     hint = (

@@ -602,10 +602,14 @@ def _extracted(path: Path, member: str, fmt: str) -> Path:
                 return out
             out_dir.mkdir(parents=True, exist_ok=True)
             tmp = out.with_name(f".{member}.part")
-            with zf.open(info) as src, open(tmp, "wb") as dst:
-                while chunk := src.read(1 << 20):
-                    dst.write(chunk)
-            os.replace(tmp, out)
+            try:
+                with zf.open(info) as src, open(tmp, "wb") as dst:
+                    while chunk := src.read(1 << 20):
+                        dst.write(chunk)
+                os.replace(tmp, out)
+            finally:
+                if tmp.exists():
+                    tmp.unlink()
             return out
     except (zipfile.BadZipFile, EOFError, zlib.error) as e:
         raise DataError(f"{path}: corrupt or truncated zip archive ({e}); download it again") from e
