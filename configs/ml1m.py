@@ -1,9 +1,12 @@
 """MovieLens-1M, leave-one-out, full ranking, T = 200 (the SASRec+ setup).
 
     python -m posrec.main --config=configs/ml1m.py --workdir=runs/ml1m
-    # offline / local copy (ml-1m.zip, ratings.dat, or a user_id,item_id,timestamp CSV):
+    # offline / local copy (ml-1m.zip or ratings.dat, which carry real timestamps):
     python -m posrec.main --config=configs/ml1m.py --workdir=runs/ml1m \
         --config.data.path=/path/to/ml-1m.zip
+    # a user_id,item_id,timestamp CSV whose timestamps are order indices (../shared/data):
+    python -m posrec.main --config=configs/ml1m.py --workdir=runs/ml1m \
+        --config.data.path=../shared/data/ml-1m.csv.gz --config.data.has_real_time=False
 
 Data after the 5-core filter: 6,040 users, 3,416 items, 999,611 interactions.
 Default model: the paper's best ablation (Toeplitz U, Full L, layer-wise, no additive PE).
