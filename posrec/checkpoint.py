@@ -22,19 +22,34 @@ from posrec.errors import CheckpointError
 KINDS = ("latest", "best")
 
 
-def manager(workdir: Path, kind: str) -> ocp.CheckpointManager:
+def manager(workdir: Path, kind: str, *, cleanup_tmp: bool = False) -> ocp.CheckpointManager:
+    """The `latest` or `best` manager of a run (keeps 2 steps, saves synchronously)."""
     if kind not in KINDS:
         raise ValueError(f"checkpoint kind {kind!r} not in {KINDS}")
     return ocp.CheckpointManager(
         Path(workdir).absolute() / "checkpoints" / kind,
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=2, create=True, enable_async_checkpointing=False
+            max_to_keep=2,
+            create=True,
+            enable_async_checkpointing=False,
+            # A save killed mid-write leaves `<step>.orbax-checkpoint-tmp*`, never listed as a
+            # step. Only the training process removes them: a reader (evaluate, recommend)
+            # running next to a training run must not delete the save in progress.
+            cleanup_tmp_directories=cleanup_tmp,
         ),
         item_names=("params", "opt_state", "meta"),
     )
 
 
 def save(mngr: ocp.CheckpointManager, step: int, params, opt_state, meta: dict) -> None:
+    """Write `step` synchronously, replacing an existing checkpoint of the same step.
+
+    A step can be saved twice after an interruption: e.g. killed after `best` was written at
+    step S but before `latest` was, the resumed run replays up to S and saves `best` at S
+    again (with the same contents, since resume is exact); orbax refuses an existing step.
+    """
+    if step in mngr.all_steps():
+        mngr.delete(step)
     mngr.save(
         step,
         args=ocp.args.Composite(
@@ -77,6 +92,9 @@ def restore(
         except Exception as err:  # corrupt files: try an older step
             errors.append(f"step {step}: {_short(err)}")
             continue
+        where = f"{mngr.directory}/{step}"
+        _check_shapes(out["params"], params_like, where)
+        _check_shapes(out["opt_state"], opt_state_like, where)
         return out["params"], out["opt_state"], dict(out["meta"])
     if errors:
         raise CheckpointError(
@@ -106,6 +124,29 @@ def restore_params(workdir: Path, which: str = "best") -> tuple[Any, Any, dict]:
         except Exception as err:  # corrupt: try an older one
             errors.append(f"step {step}: {_short(err)}")
     raise CheckpointError(f"no restorable {which} checkpoint in {mngr.directory}: {errors}")
+
+
+def _check_shapes(restored, like, where: str) -> None:
+    """CheckpointError unless every restored array has the expected shape and dtype.
+
+    Orbax checks the tree structure but restores each array with its *saved* shape, so a
+    checkpoint of another hidden size or catalog would otherwise load and fail later inside
+    jit with an unrelated-looking error.
+    """
+    got, got_def = jax.tree_util.tree_flatten_with_path(restored)
+    want, want_def = jax.tree_util.tree_flatten_with_path(like)
+    if got_def != want_def:
+        raise CheckpointError(
+            f"checkpoint {where} has another parameter structure than this config's model; "
+            "use a new --workdir or the original config"
+        )
+    for (path, a), (_, b) in zip(got, want, strict=True):
+        if tuple(a.shape) != tuple(b.shape) or a.dtype != b.dtype:
+            raise CheckpointError(
+                f"checkpoint {where} does not match this config's model: "
+                f"{jax.tree_util.keystr(path)} is {a.dtype}{list(a.shape)} there, "
+                f"{b.dtype}{list(b.shape)} here; use a new --workdir or the original config"
+            )
 
 
 def _abstract(tree):

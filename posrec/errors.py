@@ -19,3 +19,17 @@ class ConfigError(PosrecError):
 
 class CheckpointError(PosrecError):
     """A checkpoint is corrupt or belongs to an incompatible config."""
+
+
+class Interrupted(Exception):  # noqa: N818 (a request, not an error)
+    """Training stopped on SIGTERM/SIGINT after saving `checkpoints/latest`.
+
+    Not a PosrecError: nothing is wrong. Rerunning the same command resumes exactly where
+    the run stopped; the CLIs exit with `EXIT_INTERRUPTED`.
+    """
+
+
+# sysexits.h EX_TEMPFAIL ("temporary failure, the user is invited to retry"): what a CLI
+# returns after `Interrupted`, so a job script can tell "preempted, rerun me" from "finished"
+# (0) and from a posrec error (2).
+EXIT_INTERRUPTED = 75

@@ -3,7 +3,9 @@
     python -m posrec.main --config=configs/ml1m.py --workdir=/tmp/ml1m \
         [--config.model.positional=absolute ...]
 
-Restarting with the same --workdir resumes from the latest checkpoint.
+Restarting with the same --workdir resumes from the latest checkpoint. SIGTERM/SIGINT save
+it at the next step boundary and exit with code 75 (errors.EXIT_INTERRUPTED); the rerun then
+continues mid-epoch exactly. Exit code 2: a posrec error (one line; --debug for a traceback).
 """
 
 from absl import app, flags, logging
@@ -25,7 +27,8 @@ def main(argv):
     # Orbax logs every save/restore at INFO through absl; keep posrec's own lines readable.
     logging.get_absl_handler().addFilter(lambda r: "/orbax/" not in r.pathname)
     with report_errors(_DEBUG.value):
-        train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+        results = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    print(train.format_summary(results), flush=True)
 
 
 if __name__ == "__main__":

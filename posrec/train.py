@@ -4,12 +4,22 @@ The loop owns all side effects (checkpoints, logs, results); `train_step` and th
 are pure functions of arrays. Dropout randomness is `fold_in(seed_key, step)`, and the data
 order depends only on (seed, epoch), so a run resumed from `checkpoints/latest` replays
 exactly what an uninterrupted run would have done.
+
+Preemption: SIGTERM/SIGINT only set a flag; the loop saves `latest` at the next step boundary
+(with the position inside the epoch and the epoch's running loss) and raises `Interrupted`,
+which the CLI turns into exit code 75 and a resume hint. A non-finite loss, gradient or update
+is dropped inside the jitted step, so the parameters never hold NaN/inf; the loop then stops
+with `NonFiniteError` (no checkpoint is written after the bad step), or with
+`train.skip_nonfinite` counts the skipped update and goes on.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import math
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +35,7 @@ from flax.training import train_state
 from posrec import checkpoint, config_lib, evaluate, losses
 from posrec.data import batching, load_split
 from posrec.data.preprocess import save_id_maps
-from posrec.errors import ConfigError, PosrecError
+from posrec.errors import ConfigError, Interrupted, PosrecError
 from posrec.models import sasrec
 
 Array = jax.Array
@@ -33,7 +43,7 @@ TrainState = train_state.TrainState
 
 
 class NonFiniteError(PosrecError):
-    """The loss became NaN/inf; the last good checkpoint is kept."""
+    """The loss, gradient or update became NaN/inf; the last good checkpoint is kept."""
 
 
 def make_optimizer(cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
@@ -53,7 +63,13 @@ def init_state(config: ml_collections.ConfigDict, model: sasrec.SASRec) -> Train
 def train_step(
     state: TrainState, batch: dict[str, Array], rng: Array, *, model: sasrec.SASRec, loss: str
 ) -> tuple[TrainState, dict[str, Array]]:
-    """One optimizer step on a [B, T] batch; `rng` is the run's base key."""
+    """One optimizer step on a [B, T] batch; `rng` is the run's base key.
+
+    The update is applied only when the loss, the gradient norm and the new parameters are
+    all finite (`metrics["finite"]`); otherwise params and optimizer state stay as they were
+    (selected on device, no host round trip) and only `step` advances, so the data order and
+    dropout keys of later steps do not depend on whether a step was skipped.
+    """
     drop_rng, neg_rng = jax.random.split(jax.random.fold_in(rng, state.step))
 
     def loss_fn(params):
@@ -66,9 +82,22 @@ def train_step(
         return losses.sampled_bce(hidden_BxTxC, table_NxC, batch["targets"], neg_rng)
 
     (value, count), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    new_state = state.apply_gradients(grads=grads)
+    updated = state.apply_gradients(grads=grads)
     grad_norm = optax.tree_utils.tree_norm(grads)
-    return new_state, {"loss": value, "targets": count, "grad_norm": grad_norm}
+    finite = jnp.isfinite(value) & jnp.isfinite(grad_norm) & _all_finite(updated.params)
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+    new_state = updated.replace(
+        params=keep(updated.params, state.params),
+        opt_state=keep(updated.opt_state, state.opt_state),
+    )
+    return new_state, {"loss": value, "targets": count, "grad_norm": grad_norm, "finite": finite}
+
+
+def _all_finite(tree) -> Array:
+    """Scalar bool: every float leaf of `tree` is finite."""
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+              if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
 
 
 def _truncate_jsonl(path: Path, max_step: int) -> None:
@@ -80,7 +109,12 @@ def _truncate_jsonl(path: Path, max_step: int) -> None:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
-    """Train (or resume) a run in `workdir`, then test its best checkpoint; returns results."""
+    """Train (or resume) a run in `workdir`, then test its best checkpoint; returns results.
+
+    Nothing is written before the config and the data have passed every check, so a bad file
+    or value leaves no trace in `workdir`. Raises `Interrupted` (after saving
+    `checkpoints/latest`) when SIGTERM/SIGINT arrives; calling again resumes exactly.
+    """
     config_lib.validate(config)
     workdir = Path(workdir)
     results_path = workdir / "results.json"
@@ -89,12 +123,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             f"{workdir} already holds a finished run ({results_path}); use a new --workdir "
             f"(or `python -m posrec.evaluate --workdir={workdir}` to re-evaluate it)"
         )
-    workdir.mkdir(parents=True, exist_ok=True)
-    config_lib.save_or_check(config, workdir)
+    restart = (workdir / "config.json").exists()
+    if restart:  # refuse another config before spending time on the data
+        config_lib.save_or_check(config, workdir)
 
     t0 = time.time()
     split, seqs = load_split(config)
-    save_id_maps(seqs, workdir)
     num_items = seqs.num_items
     T = config.model.max_len
     inputs_NxT, targets_NxT = batching.train_examples(split.train, T)
@@ -107,6 +141,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             config.eval.sampled,
         )
     batches = batching.TrainBatches(inputs_NxT, targets_NxT, config.train.batch_size, config.seed)
+    if not restart:
+        workdir.mkdir(parents=True, exist_ok=True)
+        config_lib.save_or_check(config, workdir)
+    save_id_maps(seqs, workdir)
     logging.info(
         "data: %d users, %d items, %d training sequences, %d valid / %d test users (%.1fs)",
         seqs.num_users, num_items, len(inputs_NxT), len(split.valid.targets),
@@ -115,9 +153,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 
     model = sasrec.SASRec(config.model, num_items)
     state = init_state(config, model)
-    latest = checkpoint.manager(workdir, "latest")
-    best = checkpoint.manager(workdir, "best")
-    meta = dict(epoch=0, step_in_epoch=0, best_ndcg=-1.0, best_step=-1, bad_evals=0,
+    latest = checkpoint.manager(workdir, "latest", cleanup_tmp=True)
+    best = checkpoint.manager(workdir, "best", cleanup_tmp=True)
+    # Everything the loop needs to continue exactly: position (epoch, step_in_epoch), the
+    # running loss of the unfinished epoch (summed in step order, so a resumed sum is
+    # bit-identical), early stopping, and the count of skipped non-finite updates.
+    meta = dict(epoch=0, step_in_epoch=0, epoch_loss_sum=0.0, epoch_loss_count=0,
+                skipped_steps=0, best_ndcg=-1.0, best_step=-1, bad_evals=0,
                 num_items=num_items, stopped=False)
     restored = checkpoint.restore(latest, state.params, state.opt_state)
     if restored is not None:
@@ -138,65 +180,118 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     )
     scorer = evaluate.make_scorer(model, max(config.eval.ks), config.eval.exclude_seen)
     steps_per_epoch = batches.steps_per_epoch()
-    total_steps = steps_per_epoch * config.train.num_epochs
+    step = int(state.step)  # host copy: reading state.step would wait for the device
+    last_saved = step if restored is not None else None
+    progress = Progress(config, steps_per_epoch, step)
+    tb = _summary_writer(workdir, purge_step=step + 1)
 
-    def snapshot(mngr, **extra):
-        m = dict(meta, step=int(state.step), **extra)
-        checkpoint.save(mngr, int(state.step), state.params, state.opt_state, m)
+    def snapshot(mngr):
+        nonlocal last_saved
+        checkpoint.save(mngr, step, state.params, state.opt_state, dict(meta, step=step))
+        if mngr is latest:
+            last_saved = step
 
-    epoch = meta["epoch"]
-    while epoch < config.train.num_epochs and not meta["stopped"]:
-        t_epoch = time.time()
-        losses_seen, pending = [], None
-        t_log, steps_since_log = time.time(), 0
-        for batch in batches.epoch(epoch, meta["step_in_epoch"]):
-            state, m = step_fn(state, batch, rng)
-            if pending is not None:  # fetch the previous step's metrics: no device stall
-                _check_finite(pending, int(state.step) - 1)
-                losses_seen.append(float(pending["loss"]))
-            pending = m
-            steps_since_log += 1
-            if int(state.step) % config.train.log_every == 0:
-                dt = time.time() - t_log
-                rate = steps_since_log * config.train.batch_size / max(dt, 1e-9)
-                eta = (total_steps - int(state.step)) * dt / max(steps_since_log, 1)
-                logging.info(
-                    "step %d epoch %d loss %.4f | %.0f examples/s | ETA %.0fs",
-                    int(state.step), epoch + 1, losses_seen[-1] if losses_seen else float("nan"),
-                    rate, eta,
-                )
-                t_log, steps_since_log = time.time(), 0
-        if pending is not None:
-            _check_finite(pending, int(state.step))
-            losses_seen.append(float(pending["loss"]))
-        epoch += 1
-        meta.update(epoch=epoch, step_in_epoch=0)
-        train_loss = float(np.mean(losses_seen)) if losses_seen else float("nan")
-        epoch_seconds = time.time() - t_epoch
-
-        if epoch % config.train.eval_every == 0 or epoch == config.train.num_epochs:
-            valid, _ = evaluate.evaluate(scorer, state.params, split.valid, config, num_items)
-            improved = valid["ndcg@10"] > meta["best_ndcg"]
-            if improved:
-                meta.update(best_ndcg=valid["ndcg@10"], best_step=int(state.step), bad_evals=0)
-            else:
-                meta["bad_evals"] += 1
-            meta["stopped"] = meta["bad_evals"] >= config.train.patience
-            record = dict(step=int(state.step), epoch=epoch, split="valid", metrics=valid,
-                          train_loss=train_loss, epoch_seconds=epoch_seconds)
-            with open(workdir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record, sort_keys=True) + "\n")
-            logging.info(
-                "epoch %d step %d: loss %.4f, valid ndcg@10 %.4f hr@10 %.4f (%s, %.1fs/epoch)",
-                epoch, int(state.step), train_loss, valid["ndcg@10"], valid["hr@10"],
-                "best" if improved else f"{meta['bad_evals']}/{config.train.patience}",
-                epoch_seconds,
+    def account(step_i: int, pos_i: int, m: dict[str, Array]) -> None:
+        """Host side of one finished step: its loss, or the non-finite policy."""
+        loss = float(m["loss"])
+        if bool(m["finite"]):
+            meta["epoch_loss_sum"] += loss
+            meta["epoch_loss_count"] += 1
+            progress.add_loss(loss)
+            return
+        where = (f"step {step_i} (epoch {meta['epoch'] + 1}, batch {pos_i}/{steps_per_epoch})")
+        grad_norm = float(m["grad_norm"])
+        if not config.train.skip_nonfinite:
+            kept = (f"checkpoints/latest keeps the last good state (step {last_saved})"
+                    if last_saved is not None else "no checkpoint had been written yet")
+            raise NonFiniteError(
+                f"non-finite loss ({loss}), gradient norm ({grad_norm}) or update at {where}; "
+                f"training stopped and {kept}. Lower train.learning_rate, set "
+                "train.grad_clip, or set train.skip_nonfinite=True to skip such updates"
             )
-            if improved:
-                snapshot(best)
-        snapshot(latest)
-        if meta["stopped"]:
-            logging.info("early stopping after epoch %d", epoch)
+        meta["skipped_steps"] += 1
+        logging.warning("skipped the non-finite update of %s (loss %s, gradient norm %s)",
+                        where, loss, grad_norm)
+
+    stop = _StopRequest()
+    try:
+        while meta["epoch"] < config.train.num_epochs and not meta["stopped"]:
+            t_epoch = time.time()
+            pending = None
+            for batch in batches.epoch(meta["epoch"], meta["step_in_epoch"]):
+                state, m = step_fn(state, batch, rng)
+                step += 1
+                meta["step_in_epoch"] += 1
+                if pending is not None:  # the previous step's metrics: no device stall
+                    account(*pending)
+                pending = (step, meta["step_in_epoch"], m)
+                if step % config.train.log_every == 0:
+                    line = progress.line(step, meta["epoch"], meta["step_in_epoch"])
+                    logging.info("%s", line)
+                    progress.write(tb, step)
+                if stop.signum is not None:
+                    break
+            if pending is not None:  # waits for the last step: nothing unchecked is saved
+                account(*pending)
+            if meta["step_in_epoch"] < steps_per_epoch:  # a signal stopped the epoch early
+                snapshot(latest)
+                raise Interrupted(
+                    f"stopped by {stop.name}: saved checkpoints/latest at step {step} "
+                    f"(epoch {meta['epoch'] + 1}, batch {meta['step_in_epoch']}/"
+                    f"{steps_per_epoch}) in {workdir}"
+                )
+            epoch_count, epoch_sum = meta["epoch_loss_count"], meta["epoch_loss_sum"]
+            if epoch_count == 0:
+                raise NonFiniteError(
+                    f"every update of epoch {meta['epoch'] + 1} was non-finite and skipped "
+                    f"(up to step {step}): the model diverged; lower train.learning_rate or "
+                    "set train.grad_clip"
+                )
+            epoch = meta["epoch"] + 1
+            meta.update(epoch=epoch, step_in_epoch=0, epoch_loss_sum=0.0, epoch_loss_count=0)
+            train_loss = epoch_sum / epoch_count
+            epoch_seconds = time.time() - t_epoch
+            tb.add_scalar("train/epoch_loss", train_loss, step)
+            tb.add_scalar("train/skipped_steps", meta["skipped_steps"], step)
+
+            if epoch % config.train.eval_every == 0 or epoch == config.train.num_epochs:
+                t_eval = time.time()
+                valid, _ = evaluate.evaluate(scorer, state.params, split.valid, config, num_items)
+                progress.eval_seconds = time.time() - t_eval
+                improved = valid["ndcg@10"] > meta["best_ndcg"]
+                if improved:
+                    meta.update(best_ndcg=valid["ndcg@10"], best_step=step, bad_evals=0)
+                else:
+                    meta["bad_evals"] += 1
+                meta["stopped"] = meta["bad_evals"] >= config.train.patience
+                record = dict(step=step, epoch=epoch, split="valid", metrics=valid,
+                              train_loss=train_loss, epoch_seconds=epoch_seconds,
+                              skipped_steps=meta["skipped_steps"])
+                with open(workdir / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(record, sort_keys=True) + "\n")
+                _write_scalars(tb, "valid", valid, step)
+                tb.flush()
+                logging.info(
+                    "epoch %d step %d: loss %.4f, valid ndcg@10 %.4f hr@10 %.4f (%s, %.1fs/epoch)",
+                    epoch, step, train_loss, valid["ndcg@10"], valid["hr@10"],
+                    "best" if improved else f"{meta['bad_evals']}/{config.train.patience}",
+                    epoch_seconds,
+                )
+                if improved:
+                    snapshot(best)
+            snapshot(latest)
+            if meta["stopped"]:
+                logging.info("early stopping after epoch %d", epoch)
+            if stop.signum is not None:
+                raise Interrupted(
+                    f"stopped by {stop.name}: saved checkpoints/latest at step {step} "
+                    f"(end of epoch {epoch}) in {workdir}"
+                )
+    except BaseException:
+        tb.close()
+        raise
+    finally:
+        stop.restore()  # from here on SIGTERM/SIGINT act as usual: the final test is redone
 
     _, best_params, best_meta = checkpoint.restore_params(workdir, "best")
     valid, _ = evaluate.evaluate(scorer, best_params, split.valid, config, num_items)
@@ -214,15 +309,132 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             model, best_params, split.test, config, seqs
         )
         logging.info("test, SAMPLED (legacy, not the protocol): %s", results["test_sampled"])
+    _write_scalars(tb, "test", test, results["best_step"])
+    tb.close()
     config_lib.write_json_atomic(results_path, results)
     logging.info("test: %s", json.dumps({k: round(v, 4) for k, v in test.items()}))
     return results
 
 
-def _check_finite(step_metrics: dict[str, Array], step: int) -> None:
-    loss = float(step_metrics["loss"])
-    if not np.isfinite(loss) or not np.isfinite(float(step_metrics["grad_norm"])):
-        raise NonFiniteError(
-            f"non-finite loss ({loss}) or gradient at step {step}; the last good checkpoint "
-            "is kept. Lower train.learning_rate or set train.grad_clip"
+class _StopRequest:
+    """SIGTERM/SIGINT handlers that only record the signal; the loop polls `signum`.
+
+    Installed for the duration of the loop (main thread only: Python delivers signals there)
+    and removed by `restore`. A second SIGINT raises KeyboardInterrupt at once (Ctrl-C twice
+    aborts without waiting for the checkpoint).
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum is not None else ""
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        del frame
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum  # no logging here: a handler may interrupt the logging module
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
+
+def _duration(seconds: float) -> str:
+    """h:mm:ss (or m:ss under an hour) for the progress line."""
+    if not math.isfinite(seconds):
+        return "?"
+    s = int(round(seconds))
+    h, rem = divmod(s, 3600)
+    return f"{h}:{rem // 60:02d}:{rem % 60:02d}" if h else f"{rem // 60}:{rem % 60:02d}"
+
+
+class Progress:
+    """The progress line: step, epoch, mean loss, examples/s and two ETAs.
+
+    Speed is measured over the window since the previous line (the first window includes
+    compilation). The epoch ETA is the rest of the current epoch; the run ETA is every step
+    left in the `train.num_epochs` budget plus the validations (and the final valid + test
+    evaluation) still due, timed like the last one; early stopping can only make it shorter.
+    """
+
+    def __init__(self, config: ml_collections.ConfigDict, steps_per_epoch: int, step: int):
+        t = config.train
+        self.batch_size, self.num_epochs, self.eval_every = t.batch_size, t.num_epochs, t.eval_every
+        self.steps_per_epoch = steps_per_epoch
+        self.eval_seconds = 0.0
+        self._t, self._step, self._losses = time.perf_counter(), step, []
+        self._rate = float("nan")
+
+    def add_loss(self, loss: float) -> None:
+        self._losses.append(loss)
+
+    def evals_left(self, epoch: int) -> int:
+        """Validations after epochs epoch+1..num_epochs, plus the final valid and test ones."""
+        due = [e for e in range(epoch + 1, self.num_epochs + 1)
+               if e % self.eval_every == 0 or e == self.num_epochs]
+        return len(due) + 2
+
+    def line(self, step: int, epoch: int, pos: int) -> str:
+        """`epoch` is 0-based (the one in progress), `pos` the batches done in it."""
+        now = time.perf_counter()
+        sec_per_step = (now - self._t) / max(step - self._step, 1)
+        self._rate = self.batch_size / max(sec_per_step, 1e-9)
+        self._loss = float(np.mean(self._losses)) if self._losses else float("nan")
+        self._t, self._step, self._losses = now, step, []
+        left_epoch = (self.steps_per_epoch - pos) * sec_per_step
+        left_run = ((self.num_epochs * self.steps_per_epoch - (epoch * self.steps_per_epoch + pos))
+                    * sec_per_step + self.evals_left(epoch) * self.eval_seconds)
+        return (
+            f"step {step}/{self.num_epochs * self.steps_per_epoch} | epoch {epoch + 1}/"
+            f"{self.num_epochs} batch {pos}/{self.steps_per_epoch} | loss {self._loss:.4f} | "
+            f"{self._rate:.0f} examples/s | ETA epoch {_duration(left_epoch)}, "
+            f"run {_duration(left_run)}"
         )
+
+    def write(self, tb, step: int) -> None:
+        """TensorBoard scalars of the window `line` just closed."""
+        if math.isfinite(self._loss):
+            tb.add_scalar("train/loss", self._loss, step)
+        tb.add_scalar("train/examples_per_second", self._rate, step)
+
+
+def _summary_writer(workdir: Path, purge_step: int):
+    """tensorboardX writer on `workdir/tb`; events at steps >= purge_step from an earlier,
+    interrupted attempt are hidden by TensorBoard, so a resumed run's curves do not fork."""
+    from tensorboardX import SummaryWriter  # only the training loop writes events
+
+    return SummaryWriter(str(workdir / "tb"), purge_step=purge_step)
+
+
+def _write_scalars(tb, prefix: str, summary: dict[str, float], step: int) -> None:
+    """`prefix/ndcg_10` etc. (TensorBoard tags cannot hold '@')."""
+    for key, value in sorted(summary.items()):
+        if key != "num_users":
+            tb.add_scalar(f"{prefix}/{key.replace('@', '_')}", value, step)
+
+
+SUMMARY_METRICS = ("ndcg", "hr", "mrr", "cov")
+
+
+def format_summary(results: dict[str, Any]) -> str:
+    """The end-of-run table: valid vs test for NDCG/HR/MRR/COV at K in {5, 10, 20} (those
+    evaluated), then the best epoch/step; both columns come from the best checkpoint."""
+    valid, test = results["valid"], results["test"]
+    ks = [k for k in (5, 10, 20) if f"ndcg@{k}" in test]
+    rows = [f"{name}@{k}" for name in SUMMARY_METRICS for k in ks]
+    width = max(len(r) for r in rows)
+    lines = [f"{'metric':<{width}}  {'valid':>8}  {'test':>8}"]
+    lines += [f"{r:<{width}}  {valid[r]:>8.4f}  {test[r]:>8.4f}" for r in rows]
+    lines.append(
+        f"best epoch {results['best_epoch']} (step {results['best_step']}) of "
+        f"{results['epochs_trained']} trained; {test['num_users']} test users"
+    )
+    return "\n".join(lines)

@@ -279,6 +279,7 @@ def read_columns_csv(path: str | Path, data_cfg: Any) -> Interactions:
         item_col=columns[1],
         time_col=columns[2],
         has_real_time=bool(_cfg(data_cfg, "has_real_time", True)),
+        drop_duplicates=bool(_cfg(data_cfg, "drop_duplicates", False)),
     )
 
 

@@ -2,7 +2,8 @@
 
 Every reader returns an `Interactions` table of raw ids in file order. Nothing is filtered,
 sorted or re-indexed here (that is `preprocess`'s job), so a reader's output can be checked
-line by line against the file.
+line by line against the file. The one exception: exact duplicate rows are an error naming
+both lines, or, with `drop_duplicates=True` (`data.drop_duplicates`), dropped with a warning.
 
 Speed: the common case (a clean all-integer file) is parsed by one `np.loadtxt` call (ML-1M,
 1M rows: about 0.2 s). When that fails, a line-by-line parser re-reads the text to find the first
@@ -24,10 +25,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from absl import logging
 
 from posrec.errors import DataError
 
 INT32_MAX = np.iinfo(np.int32).max
+INT64_MAX = int(np.iinfo(np.int64).max)
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZIP_MAGIC = b"PK\x03\x04"
 
@@ -138,7 +141,7 @@ def _parse_int_field(
     s: str, path: Path, lineno: int, name: str, *, is_time: bool
 ) -> int:
     try:
-        return int(s)
+        return _in_int64(int(s), s, path, lineno, name, is_time)
     except ValueError:
         pass
     if not is_time:
@@ -163,7 +166,20 @@ def _parse_int_field(
             f"{path}: line {lineno}, column {name!r}: timestamp {s!r} is not an integer; "
             "convert timestamps to integer units (e.g. milliseconds)"
         )
-    return int(v)
+    return _in_int64(int(v), s, path, lineno, name, is_time)
+
+
+def _in_int64(v: int, s: str, path: Path, lineno: int, name: str, is_time: bool) -> int:
+    """`v` if it fits in int64 (ids are range-checked later by `_check_values`)."""
+    if abs(v) <= INT64_MAX:
+        return v
+    what = (
+        "timestamp is beyond the int64 range; use Unix seconds or milliseconds"
+        if is_time
+        else "id is beyond the int32 range (max 2147483647); ids must be non-negative 32-bit "
+        "integers (re-index them first)"
+    )
+    raise DataError(f"{path}: line {lineno}, column {name!r}: {s[:40]!r}: {what}")
 
 
 def _slow_parse(
@@ -195,15 +211,7 @@ def _slow_parse(
         out.append((row[0], row[1], row[2]))
     if not out:
         return np.zeros((0, 3), np.int64)
-    try:
-        return np.array(out, dtype=np.int64)
-    except OverflowError:
-        for k, row in enumerate(out):
-            if any(abs(v) > np.iinfo(np.int64).max for v in row):
-                raise DataError(
-                    f"{path}: data row {k + 1}: value out of the int64 range"
-                ) from None
-        raise
+    return np.array(out, dtype=np.int64)  # every value fits: `_in_int64`
 
 
 def _fast_parse(
@@ -263,6 +271,48 @@ def _check_values(
             )
 
 
+def _duplicates(
+    arr: np.ndarray,
+    body: str,
+    first_lineno: int,
+    path: Path,
+    names: tuple[str, str, str],
+    drop: bool,
+) -> np.ndarray:
+    """`arr` (int64 [N, 3] user, item, time in file order) without repeated rows.
+
+    A row equal to an earlier row in all three columns is a duplicate (typically a file
+    concatenated twice; under leave-one-out it would make the validation target equal the
+    test target). drop=False raises a DataError naming the first repeat and its original;
+    drop=True keeps each first occurrence (file order is preserved) and logs the count.
+    """
+    order = np.lexsort((arr[:, 2], arr[:, 1], arr[:, 0]))  # stable: equal rows keep file order
+    ranked = arr[order]
+    repeat = np.all(ranked[1:] == ranked[:-1], axis=1)
+    if not repeat.any():
+        return arr
+    dup = np.sort(order[1:][repeat])  # file rows that repeat an earlier row
+    r = int(dup[0])
+    first = int(np.flatnonzero(np.all(arr == arr[r], axis=1))[0])
+    lines = body.splitlines()
+    line_r = _row_lineno(lines, first_lineno, r)
+    line_first = _row_lineno(lines, first_lineno, first)
+    values = ", ".join(f"{n} {int(v)}" for n, v in zip(names, arr[r], strict=True))
+    if not drop:
+        raise DataError(
+            f"{path}: line {line_r} repeats line {line_first} ({values}); {len(dup)} duplicate "
+            "row(s) in all. Remove them, or set data.drop_duplicates=True to keep the first "
+            "of each"
+        )
+    logging.warning(
+        "%s: dropped %d duplicate row(s) (same user, item and timestamp as an earlier row; "
+        "the first is line %d, a repeat of line %d)", path, len(dup), line_r, line_first,
+    )
+    keep = np.ones(len(arr), dtype=bool)
+    keep[dup] = False
+    return arr[keep]
+
+
 def _parse_table(
     body: str,
     first_lineno: int,
@@ -292,6 +342,7 @@ def read_csv(
     time_col: str = "timestamp",
     has_real_time: bool = True,
     delimiter: str = ",",
+    drop_duplicates: bool = False,
 ) -> Interactions:
     """Reads a delimited text file (plain or gzip) with a header row into `Interactions`.
 
@@ -302,6 +353,9 @@ def read_csv(
         has_real_time: whether the time column holds real timestamps (False: order indices,
             e.g. the shared files other than ml-100k).
         delimiter: field separator; `" "` means any run of whitespace.
+        drop_duplicates: what to do with a row repeating an earlier (user, item, time)
+            row: False raises a DataError naming both lines, True keeps the first occurrence
+            and logs a warning with the count (`_duplicates`).
 
     Returns:
         `Interactions` with int64 [N] arrays in file order.
@@ -309,8 +363,8 @@ def read_csv(
     Raises:
         DataError: missing file, truncated gzip, no header, missing columns, a wrong
             delimiter, a row with the wrong number of fields, non-integer or negative ids,
-            ids beyond int32, non-numeric or NaN timestamps, or no data rows. The message
-            names the file and the line.
+            ids beyond int32, non-numeric or NaN timestamps, duplicate rows (unless
+            `drop_duplicates`), or no data rows. The message names the file and the line.
     """
     path = Path(path)
     data = _read_bytes(path)
@@ -352,6 +406,7 @@ def read_csv(
         raise DataError(f"{path}: line 1: column(s) {dup} appear more than once in the header")
     cols = (header.index(user_col), header.index(item_col), header.index(time_col))
     arr = _parse_table(body, 2, path, delimiter, len(header), cols, want)
+    arr = _duplicates(arr, body, 2, path, want, drop_duplicates)
     return Interactions(
         user=np.ascontiguousarray(arr[:, 0]),
         item=np.ascontiguousarray(arr[:, 1]),
@@ -387,11 +442,12 @@ def _read_ml1m_bytes(path: Path) -> bytes:
         ) from e
 
 
-def read_ml1m(path: str | os.PathLike) -> Interactions:
+def read_ml1m(path: str | os.PathLike, drop_duplicates: bool = False) -> Interactions:
     """Reads MovieLens-1M `ratings.dat` (UserID::MovieID::Rating::Timestamp) or `ml-1m.zip`.
 
     Ratings are dropped (every rating is an interaction, as in SASRec); timestamps are real
-    Unix seconds, so `has_real_time=True`. Rows stay in file order.
+    Unix seconds, so `has_real_time=True`. Rows stay in file order. Duplicate rows are
+    handled as in `read_csv` (the official file has none).
     """
     path = Path(path)
     data = _read_ml1m_bytes(path)
@@ -405,7 +461,9 @@ def read_ml1m(path: str | os.PathLike) -> Interactions:
             "UserID::MovieID::Rating::Timestamp; for a CSV use data.name='csv'"
         )
     names = ("UserID", "MovieID", "Timestamp")
-    arr = _parse_table(text.replace("::", ","), 1, path, ",", 4, (0, 1, 3), names)
+    body = text.replace("::", ",")
+    arr = _parse_table(body, 1, path, ",", 4, (0, 1, 3), names)
+    arr = _duplicates(arr, body, 1, path, names, drop_duplicates)
     return Interactions(
         user=np.ascontiguousarray(arr[:, 0]),
         item=np.ascontiguousarray(arr[:, 1]),
