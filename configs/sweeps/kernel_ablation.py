@@ -1,0 +1,46 @@
+"""Kernel ablation on Amazon Beauty (issue 8): U/L parametrizations, sharing, operator forms.
+
+    nohup python -m posrec.sweep --sweep=configs/sweeps/kernel_ablation.py \
+        --root=runs/sweeps/kernel_ablation >> runs/sweeps/kernel_ablation.log 2>&1 &
+    python -m posrec.report --root=runs/sweeps/kernel_ablation
+
+Variants, named U-L-sharing[-form]:
+  * Full/Toeplitz for each of U and L x layer-wise/shared (8), with the `ul` form;
+  * one factor only (U or L, the other the identity), layer-wise;
+  * the other operator forms (alt1, alt2, mult) with the default factors (Toeplitz U, Full L,
+    layer-wise);
+  * SASRec with absolute PE, the baseline of the report.
+One seed each (14 runs). For the issue's "3 seeds for the top two": after the first pass, name
+them in TOP (e.g. TOP = ("toeplitz-full-layerwise", "full-full-layerwise")) and rerun the same
+command with --extend; only their seeds 1 and 2 are added.
+"""
+
+PATHS = {"beauty": "../shared/data/beauty.csv.gz"}
+TOP = ()
+
+
+def kernel(upper, lower, share, form="ul"):
+    return {"model.positional": "kernel", "model.kernel.u": upper, "model.kernel.l": lower,
+            "model.kernel.share": share, "model.kernel.form": form}
+
+
+def get_sweep():
+    variants = {"absolute": {"model.positional": "absolute"}}
+    for share in ("layerwise", "shared"):
+        for upper in ("toeplitz", "full"):
+            for lower in ("full", "toeplitz"):
+                variants[f"{upper}-{lower}-{share}"] = kernel(upper, lower, share)
+    variants["toeplitz-identity-layerwise"] = kernel("toeplitz", "identity", "layerwise")
+    variants["identity-full-layerwise"] = kernel("identity", "full", "layerwise")
+    for form in ("alt1", "alt2", "mult"):
+        variants[f"toeplitz-full-layerwise-{form}"] = kernel("toeplitz", "full", "layerwise", form)
+    return dict(
+        name="kernel_ablation",
+        datasets={"beauty": dict(config="configs/beauty.py",
+                                 overrides={"data.path": PATHS["beauty"]})},
+        variants=variants,
+        seeds=[0],
+        variant_seeds={name: [0, 1, 2] for name in TOP},
+        hparams={"train.learning_rate": [1e-3]},
+        baseline="absolute",
+    )
