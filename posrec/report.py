@@ -116,10 +116,11 @@ def _progress(workdir: Path) -> str:
     if not workdir.exists():
         return "not started"
     log = workdir / "metrics.jsonl"
-    epochs = 0
-    if log.exists():
+    try:
         lines = [ln for ln in log.read_text().splitlines() if ln.strip()]
         epochs = json.loads(lines[-1])["epoch"] if lines else 0
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        epochs = 0  # no validation yet, or a line being written
     return f"in progress or interrupted (last validation after epoch {epochs})"
 
 
@@ -171,11 +172,67 @@ def _per_user(root: Path, runs: list[dict[str, Any]]) -> tuple[np.ndarray, np.nd
     return users, np.mean([v[np.searchsorted(u, users)] for u, v in tables], axis=0)
 
 
-def _mean_std(xs: list[float]) -> tuple[float, float]:
+def _mean_std(xs: list[float | None]) -> tuple[float, float]:
+    """Mean and sample std (ddof=1; nan for one value) of the values that exist."""
     arr = np.asarray([x for x in xs if x is not None], np.float64)
-    if len(arr) == 0:
-        return float("nan"), float("nan")
-    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else float("nan")
+    mean = float(arr.mean()) if len(arr) else float("nan")
+    std = float(arr.std(ddof=1)) if len(arr) > 1 else float("nan")
+    return mean, std
+
+
+def _select(group: list[dict[str, Any]], hp_order: list[str], sampled_keys: list[str]):
+    """One data set x variant: (row, selection entries, the chosen finished runs).
+
+    The chosen hyperparameters have the best mean validation NDCG@10 over finished seeds
+    (ties: the first in grid order); the row holds their test metrics over seeds.
+    """
+    ds, var = group[0]["dataset"], group[0]["variant"]
+    by_hp = {hp: [r for r in group if r["hparams"] == hp] for hp in hp_order}
+    by_hp = {hp: runs for hp, runs in by_hp.items() if runs}
+    selection, scores = [], {}
+    for hp, runs in by_hp.items():
+        done = [r for r in runs if r["state"] == "done"]
+        if done:
+            scores[hp] = float(np.mean([r["results"]["valid"][SELECT_ON] for r in done]))
+        selection.append(dict(dataset=ds, variant=var, hparams=hp, seeds_done=len(done),
+                              seeds=len(runs), valid_ndcg10=scores.get(hp, float("nan")),
+                              selected=False))
+    row = dict(dataset=ds, variant=var, grid_done=len(scores), grid=len(by_hp))
+    if not scores:
+        row.update(hparams="", seeds=0, seeds_expected=max(map(len, by_hp.values())))
+        return row, selection, []
+    best = max(scores, key=lambda hp: (scores[hp], -hp_order.index(hp)))
+    next(s for s in selection if s["hparams"] == best)["selected"] = True
+    done = [r for r in by_hp[best] if r["state"] == "done"]
+    walls = [r["wall_seconds"] for r in done if r["wall_seconds"] is not None]
+    row.update(hparams=best, seeds=len(done), seeds_expected=len(by_hp[best]),
+               valid_ndcg10=scores[best],
+               epochs=float(np.mean([r["results"]["epochs_trained"] for r in done])),
+               wall_seconds=float(np.mean(walls)) if walls else float("nan"))
+    for m in METRICS:
+        row[m], row[m + "_std"] = _mean_std([r["results"]["test"].get(m) for r in done])
+    for m in sampled_keys:
+        row[m], row[m + "_std"] = _mean_std(
+            [r["results"].get("test_sampled", {}).get(m) for r in done])
+    return row, selection, done
+
+
+def _compare(root: Path, row: dict[str, Any], base: dict[str, Any], runs, base_runs,
+             keys: list[str]) -> None:
+    """Add relative changes vs `base` and, for another variant, the paired tests to `row`."""
+    for m in keys:
+        b = base.get(m, float("nan"))
+        row[m + "_rel"] = (row[m] - b) / b if b else float("nan")
+    if runs is base_runs:
+        return
+    users_b, base_u = _per_user(root, base_runs)
+    users_v, var_u = _per_user(root, runs)
+    users = np.intersect1d(users_b, users_v)
+    a = var_u[np.searchsorted(users_v, users)]
+    b = base_u[np.searchsorted(users_b, users)]
+    row["n_users"] = len(users)
+    row["t"], row["p_t"] = paired_t(a, b)
+    row["z_wilcoxon"], row["p_wilcoxon"] = wilcoxon(a, b)
 
 
 def summarize(root: Path, baseline: str | None = None) -> dict[str, Any]:
@@ -190,70 +247,23 @@ def summarize(root: Path, baseline: str | None = None) -> dict[str, Any]:
             f"({sorted({r['variant'] for r in records})}); pass --baseline"
         )
     hp_order = list(dict.fromkeys(r["hparams"] for r in records))
-    datasets = list(dict.fromkeys(r["dataset"] for r in records))
-    variants = list(dict.fromkeys(r["variant"] for r in records))
-    selection, rows, chosen_runs = [], [], {}
     sampled_keys = sorted({k for r in records if r["results"]
                            for k in r["results"].get("test_sampled", {})
                            if not k.endswith("num_users")})
-    for ds in datasets:
-        for var in variants:
+    rows, selection = [], []
+    for ds in dict.fromkeys(r["dataset"] for r in records):
+        chosen = {}
+        for var in dict.fromkeys(r["variant"] for r in records):
             group = [r for r in records if r["dataset"] == ds and r["variant"] == var]
-            if not group:
-                continue
-            scores = {}
-            for hp in hp_order:
-                runs = [r for r in group if r["hparams"] == hp]
-                done = [r for r in runs if r["state"] == "done"]
-                if not runs:
-                    continue
-                score = (float(np.mean([r["results"]["valid"][SELECT_ON] for r in done]))
-                         if done else float("nan"))
-                scores[hp] = score
-                selection.append(dict(dataset=ds, variant=var, hparams=hp, seeds_done=len(done),
-                                      seeds=len(runs), valid_ndcg10=score, selected=False))
-            finite = {hp: s for hp, s in scores.items() if not math.isnan(s)}
-            row = dict(dataset=ds, variant=var, grid_done=len(finite), grid=len(scores))
-            if not finite:
-                rows.append(dict(row, hparams="", seeds=0,
-                                 seeds_expected=len(group) // max(len(scores), 1)))
-                continue
-            best = max(finite, key=lambda hp: (finite[hp], -hp_order.index(hp)))
-            for s in selection:
-                if (s["dataset"], s["variant"], s["hparams"]) == (ds, var, best):
-                    s["selected"] = True
-            runs = [r for r in group if r["hparams"] == best]
-            done = [r for r in runs if r["state"] == "done"]
-            chosen_runs[(ds, var)] = done
-            row.update(hparams=best, seeds=len(done), seeds_expected=len(runs),
-                       valid_ndcg10=finite[best])
-            row["epochs"] = float(np.mean([r["results"]["epochs_trained"] for r in done]))
-            walls = [r["wall_seconds"] for r in done if r["wall_seconds"] is not None]
-            row["wall_seconds"] = float(np.mean(walls)) if walls else float("nan")
-            for m in METRICS:
-                row[m], row[m + "_std"] = _mean_std([r["results"]["test"].get(m) for r in done])
-            for m in sampled_keys:
-                row[m], row[m + "_std"] = _mean_std(
-                    [r["results"].get("test_sampled", {}).get(m) for r in done])
-            rows.append(row)
-        base = next((r for r in rows if r["dataset"] == ds and r["variant"] == baseline
-                     and r["seeds"]), None)
-        for row in rows:
-            if row["dataset"] != ds or not row["seeds"] or base is None:
-                continue
-            for m in METRICS + tuple(sampled_keys):
-                b = base.get(m, float("nan"))
-                row[m + "_rel"] = (row[m] - b) / b if b else float("nan")
-            if row["variant"] == baseline:
-                continue
-            users_b, base_u = _per_user(root, chosen_runs[(ds, baseline)])
-            users_v, var_u = _per_user(root, chosen_runs[(ds, row["variant"])])
-            users = np.intersect1d(users_b, users_v)
-            a = var_u[np.searchsorted(users_v, users)]
-            b = base_u[np.searchsorted(users_b, users)]
-            row["n_users"] = len(users)
-            row["t"], row["p_t"] = paired_t(a, b)
-            row["z_wilcoxon"], row["p_wilcoxon"] = wilcoxon(a, b)
+            if group:
+                row, sel, chosen[var] = _select(group, hp_order, sampled_keys)
+                rows.append(row)
+                selection += sel
+        ds_rows = [r for r in rows if r["dataset"] == ds and r["seeds"]]
+        base = next((r for r in ds_rows if r["variant"] == baseline), None)
+        for row in ds_rows if base else []:
+            _compare(root, row, base, chosen[row["variant"]], chosen[baseline],
+                     list(METRICS) + sampled_keys)
     return dict(baseline=baseline, sweep=manifest["sweep"], rows=rows, selection=selection,
                 runs=records, sampled_keys=sampled_keys)
 

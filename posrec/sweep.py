@@ -13,7 +13,8 @@ A sweep file defines `get_sweep()` returning a dict:
                                            (e.g. more seeds for the two best of an ablation)
     hparams   {key: (value, ...)}            optional; every variant gets the same grid
     common    {key: value}                   optional; applied to every run
-    baseline  the variant `posrec.report` compares against (default "absolute")
+    baseline  the variant `posrec.report` compares against (default "absolute" if it is
+              a variant, else the first)
 
 Keys are dotted config keys (`model.positional`), checked against
 `config_lib.default_config()` (and the type of the default value) before anything runs;
@@ -24,6 +25,9 @@ set the seed, the training budget (`train.num_epochs`, `train.patience`,
 same data, budget and hyperparameter grid; `posrec.report` selects each variant's
 hyperparameters on mean validation NDCG@10 and reports test metrics. Relative file paths
 (config files, `data.path`) are resolved against the current directory.
+
+`--dry_run` prints the plan: each run's state and, for runs still to train, whether its
+full config passes `config_lib.validate` (nothing is written).
 
 Each run trains in its own subprocess (`python -m posrec.main --config=FILE
 --workdir=ROOT/<data set>/<variant>/<hparams>/seed<k> --config.key=value ...`) with its
@@ -55,6 +59,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import ml_collections
 from absl import app, flags
 
 from posrec import config_lib
@@ -101,6 +106,15 @@ class Run:
         argv = [sys.executable, "-m", "posrec.main", f"--config={self.config}",
                 f"--workdir={Path(root).absolute() / self.name}"]
         return argv + [f"--config.{k}={_flag_value(v)}" for k, v in self.overrides.items()]
+
+    def config_dict(self) -> ml_collections.ConfigDict:
+        """The run's full config, as posrec.main will build it (config file + overrides)."""
+        spec = importlib.util.spec_from_file_location("posrec_sweep_config", self.config)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        config = module.get_config()
+        config.update_from_flattened_dict(self.overrides)
+        return config
 
     def spec(self) -> dict[str, Any]:
         """JSON description stored in the manifest (what makes two runs the same run)."""
@@ -269,12 +283,10 @@ def build(raw: Any, path: str = "<sweep>") -> Sweep:
             )
         hparams[key] = [_check_overrides(f"{path}: hparams", {key: v}, defaults)[key]
                         for v in values]
-        if key == "seed" or key.startswith(SHARED_PREFIXES):
-            raise ConfigError(f"{path}: hparams may not tune {key} (use seeds / data sets)")
+        if key.startswith(SHARED_PREFIXES):
+            raise ConfigError(f"{path}: hparams may not tune {key} (use data sets / common)")
     common = _check_overrides(f"{path}: common", raw.get("common", {}) or {}, defaults)
     common = {k: (_resolve(v) if k in PATH_KEYS else v) for k, v in common.items()}
-    if "seed" in common:
-        raise ConfigError(f"{path}: common may not set seed (use seeds)")
 
     empty = [k for k, v in (("datasets", datasets), ("variants", variants), ("seeds", seeds))
              if not v]
@@ -291,10 +303,13 @@ def build(raw: Any, path: str = "<sweep>") -> Sweep:
     for (a, keys_a), (b, keys_b) in itertools.combinations(layers.items(), 2):
         if keys_a & keys_b:
             raise ConfigError(f"{path}: {sorted(keys_a & keys_b)} set in both {a} and {b}")
+    for where, keys in layers.items():
+        if "seed" in keys:
+            raise ConfigError(f"{path}: {where} sets seed; seeds come from `seeds`")
 
-    baseline = raw.get("baseline", "absolute")
-    if not isinstance(baseline, str):
-        raise ConfigError(f"{path}: baseline must be a variant name")
+    baseline = raw.get("baseline", "absolute" if "absolute" in variants else next(iter(variants)))
+    if baseline not in variants:
+        raise ConfigError(f"{path}: baseline {baseline!r} is not one of the variants")
 
     labels = _hparam_names(list(hparams))
     combos = []
@@ -345,9 +360,12 @@ def read_manifest(root: Path) -> dict[str, Any] | None:
         return None
     try:
         manifest = json.loads(path.read_text())
-        manifest["sweep"], manifest["runs"]  # noqa: B018 (presence check)
+        ok = isinstance(manifest["sweep"], str) and all(
+            isinstance(r, dict) and "run" in r for r in manifest["runs"])
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
         raise ConfigError(f"{path} is unreadable ({err}); it is not a posrec.sweep root") from err
+    if not ok:
+        raise ConfigError(f"{path} is not a posrec.sweep manifest (written by another version?)")
     return manifest
 
 
@@ -458,8 +476,15 @@ def run_sweep(
         raise ConfigError(f"config files not found: {missing}")
 
     if dry_run:
-        states = [(r, *run_state(root / r.name)) for r in sweep.runs]
-        for r, state, detail in states:
+        states = []
+        for r in sweep.runs:
+            state, detail = run_state(root / r.name)
+            if state in ("new", "resume"):
+                try:  # reported, not refused: the run itself fails the same way
+                    config_lib.validate(r.config_dict())
+                except ConfigError as err:
+                    detail = f"will fail: {err}"
+            states.append((r, state, detail))
             print(f"{state:7s} {r.name} {detail}", file=out)
         todo = [r for r, s, _ in states if s in ("new", "resume")]
         print(f"{len(todo)} of {len(states)} runs to start; first command:", file=out)
@@ -513,6 +538,9 @@ def _execute(sweep: Sweep, root: Path, parallel: int, out) -> dict[str, Any]:
 
     queue = [r for r in sweep.runs if entries[r.name]["state"] == "pending"]
     total = len(queue)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if parallel > 1:  # JAX grabs 75% of a GPU per process by default: N would not fit
+        env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     print(f"sweep {sweep.name}: {len(sweep.runs)} runs, {len(sweep.runs) - total} done or "
           f"broken, {total} to run (--parallel={parallel}) in {root}", file=out, flush=True)
     running: list[_Attempt] = []
@@ -534,7 +562,7 @@ def _execute(sweep: Sweep, root: Path, parallel: int, out) -> dict[str, Any]:
             while queue and not signals and len(running) < parallel:
                 run = queue.pop(0)
                 started += 1
-                running.append(_launch(run, root))
+                running.append(_launch(run, root, env))
                 entries[run.name].update(state="running", launched=True)
                 verb = "resume" if entries[run.name]["resume"] else "start "
                 print(f"[{started}/{total}] {verb} {run.name}", file=out, flush=True)
@@ -561,7 +589,7 @@ def _execute(sweep: Sweep, root: Path, parallel: int, out) -> dict[str, Any]:
     return status
 
 
-def _launch(run: Run, root: Path) -> _Attempt:
+def _launch(run: Run, root: Path, env: dict[str, str]) -> _Attempt:
     workdir = root / run.name
     workdir.mkdir(parents=True, exist_ok=True)
     cmd = run.command(root)
@@ -570,7 +598,7 @@ def _launch(run: Run, root: Path) -> _Attempt:
     log.write(f"\n=== posrec.sweep {started}: {' '.join(cmd)}\n")
     log.flush()
     proc = subprocess.Popen(
-        cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
         start_new_session=True,  # signals reach a training only through the sweep
         preexec_fn=_die_with_parent,
     )

@@ -160,6 +160,9 @@ def test_dry_run_validates_and_writes_nothing(tmp_path):
     assert [r["state"] for r in plan["runs"]] == ["new"] * 6
     assert not (tmp_path / "root").exists()
     assert "--config.model.positional=absolute" in out.getvalue()
+    # values are checked too, and reported (the run itself would fail the same way)
+    assert f"syn/broken/{HP}/seed0 will fail: config.model.positional='bogus'" in out.getvalue()
+    assert out.getvalue().count("will fail") == 2
 
 
 @pytest.mark.parametrize("changes, match", [
@@ -177,6 +180,8 @@ def test_dry_run_validates_and_writes_nothing(tmp_path):
     (dict(variants={"a/b": {}}), "variant name 'a/b'"),
     (dict(seeds=[0, 0]), "distinct ints"),
     (dict(extra=1), r"unknown sweep entries \['extra'\]"),
+    (dict(hparams={"seed": [1, 2]}), "hparams sets seed"),
+    (dict(baseline="sasrec"), "baseline 'sasrec' is not one of the variants"),
 ])
 def test_bad_sweep_file_is_refused_before_anything_runs(tmp_path, changes, match):
     with pytest.raises(ConfigError, match=match):
@@ -266,9 +271,10 @@ def test_shipped_sweep_files_are_valid(name, monkeypatch):
     s = sweep.load(REPO / "configs" / "sweeps" / f"{name}.py")
     variants = {r.variant for r in s.runs}
     assert s.baseline in variants
-    for r in s.runs:  # every run's data comes from ../shared/data
+    for r in s.runs:  # every run's data comes from ../shared/data, every config is valid
         assert Path(r.overrides["data.path"]).parent == (REPO.parent / "shared" / "data")
         assert Path(r.config).parent == REPO / "configs"
+        config_lib.validate(r.config_dict())
     if name == "positional":
         assert {"absolute", "none", "rope", "alibi", "learned_bias", "kernel",
                 "kernel+absolute"} <= variants
