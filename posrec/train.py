@@ -171,7 +171,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             )
         meta.update(saved)
         state = state.replace(params=params, opt_state=opt_state, step=int(saved["step"]))
-        logging.info("resumed from step %d (epoch %d)", state.step, meta["epoch"])
+        logging.info("resumed from step %d (epoch %d, after batch %d of %d)", state.step,
+                     meta["epoch"] + 1, meta["step_in_epoch"], batches.steps_per_epoch())
     _truncate_jsonl(workdir / "metrics.jsonl", int(state.step))
 
     rng = jax.random.key(config.seed + 1)
@@ -197,8 +198,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         if bool(m["finite"]):
             meta["epoch_loss_sum"] += loss
             meta["epoch_loss_count"] += 1
-            progress.add_loss(loss)
+            progress.fetched(step_i, loss)
             return
+        progress.fetched(step_i, None)
         where = (f"step {step_i} (epoch {meta['epoch'] + 1}, batch {pos_i}/{steps_per_epoch})")
         grad_norm = float(m["grad_norm"])
         if not config.train.skip_nonfinite:
@@ -217,6 +219,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     try:
         while meta["epoch"] < config.train.num_epochs and not meta["stopped"]:
             t_epoch = time.time()
+            progress.new_epoch()
             pending = None
             for batch in batches.epoch(meta["epoch"], meta["step_in_epoch"]):
                 state, m = step_fn(state, batch, rng)
@@ -359,22 +362,34 @@ def _duration(seconds: float) -> str:
 class Progress:
     """The progress line: step, epoch, mean loss, examples/s and two ETAs.
 
-    Speed is measured over the window since the previous line (the first window includes
-    compilation). The epoch ETA is the rest of the current epoch; the run ETA is every step
-    left in the `train.num_epochs` budget plus the validations (and the final valid + test
-    evaluation) still due, timed like the last one; early stopping can only make it shorter.
+    Speed is measured over the steps finished since the previous line; the clock starts
+    when the first step of each epoch has finished, so neither compilation nor validation
+    counts (until then speed and ETA print as "?"). The epoch ETA is the rest of the current
+    epoch; the run ETA is every step left in the `train.num_epochs` budget plus the
+    validations (and the final valid + test evaluation) still due, timed like the last one
+    ("+ validation" until one has been timed); early stopping can only make it shorter.
     """
 
     def __init__(self, config: ml_collections.ConfigDict, steps_per_epoch: int, step: int):
         t = config.train
         self.batch_size, self.num_epochs, self.eval_every = t.batch_size, t.num_epochs, t.eval_every
         self.steps_per_epoch = steps_per_epoch
-        self.eval_seconds = 0.0
-        self._t, self._step, self._losses = time.perf_counter(), step, []
-        self._rate = float("nan")
+        self.eval_seconds: float | None = None
+        self._t: float | None = None  # set when the first step has finished
+        self._step, self._losses = step, []
+        self._rate = self._loss = float("nan")
 
-    def add_loss(self, loss: float) -> None:
-        self._losses.append(loss)
+    def new_epoch(self) -> None:
+        """Restart the clock at the epoch's first finished step: the validation and the
+        checkpoints written since the previous line are not training speed."""
+        self._t = None
+
+    def fetched(self, step: int, loss: float | None) -> None:
+        """Step `step` has finished (its metrics were read); `loss` None if it was skipped."""
+        if self._t is None:
+            self._t, self._step = time.perf_counter(), step
+        if loss is not None:
+            self._losses.append(loss)
 
     def evals_left(self, epoch: int) -> int:
         """Validations after epochs epoch+1..num_epochs, plus the final valid and test ones."""
@@ -385,25 +400,31 @@ class Progress:
     def line(self, step: int, epoch: int, pos: int) -> str:
         """`epoch` is 0-based (the one in progress), `pos` the batches done in it."""
         now = time.perf_counter()
-        sec_per_step = (now - self._t) / max(step - self._step, 1)
+        sec_per_step = float("nan")
+        if self._t is not None and step > self._step:
+            sec_per_step = (now - self._t) / (step - self._step)
+            self._t, self._step = now, step
         self._rate = self.batch_size / max(sec_per_step, 1e-9)
         self._loss = float(np.mean(self._losses)) if self._losses else float("nan")
-        self._t, self._step, self._losses = now, step, []
+        self._losses = []
         left_epoch = (self.steps_per_epoch - pos) * sec_per_step
-        left_run = ((self.num_epochs * self.steps_per_epoch - (epoch * self.steps_per_epoch + pos))
-                    * sec_per_step + self.evals_left(epoch) * self.eval_seconds)
+        left_run = (self.num_epochs * self.steps_per_epoch - (epoch * self.steps_per_epoch + pos)
+                    ) * sec_per_step + self.evals_left(epoch) * (self.eval_seconds or 0.0)
+        rate = f"{self._rate:.0f}" if math.isfinite(self._rate) else "?"
+        unknown_evals = " + validation" if self.eval_seconds is None else ""
         return (
             f"step {step}/{self.num_epochs * self.steps_per_epoch} | epoch {epoch + 1}/"
             f"{self.num_epochs} batch {pos}/{self.steps_per_epoch} | loss {self._loss:.4f} | "
-            f"{self._rate:.0f} examples/s | ETA epoch {_duration(left_epoch)}, "
-            f"run {_duration(left_run)}"
+            f"{rate} examples/s | ETA epoch {_duration(left_epoch)}, "
+            f"run {_duration(left_run)}{unknown_evals}"
         )
 
     def write(self, tb, step: int) -> None:
         """TensorBoard scalars of the window `line` just closed."""
         if math.isfinite(self._loss):
             tb.add_scalar("train/loss", self._loss, step)
-        tb.add_scalar("train/examples_per_second", self._rate, step)
+        if math.isfinite(self._rate):
+            tb.add_scalar("train/examples_per_second", self._rate, step)
 
 
 def _summary_writer(workdir: Path, purge_step: int):

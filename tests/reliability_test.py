@@ -476,16 +476,22 @@ def test_progress_lines(straight):
     lines = [m for m in messages if m.startswith("step ")]
     assert len(lines) == STEPS_PER_EPOCH * EPOCHS  # log_every=1
     pattern = re.compile(
-        r"step (\d+)/12 \| epoch (\d)/3 batch (\d)/4 \| loss (nan|\d+\.\d{4}) \| \d+ examples/s "
-        r"\| ETA epoch \d+:\d\d, run \d+:\d\d"
+        r"step (\d+)/12 \| epoch (\d)/3 batch (\d)/4 \| loss (nan|\d+\.\d{4}) \| "
+        r"(\d+|\?) examples/s \| ETA epoch (\d+:\d\d|\?), run (\d+:\d\d|\?)( \+ validation)?"
     )
     for k, line in enumerate(lines, 1):
         m = pattern.fullmatch(line)
         assert m, line
         step, epoch, batch = int(m[1]), int(m[2]), int(m[3])
         assert step == k and epoch == (k - 1) // 4 + 1 and batch == (k - 1) % 4 + 1
-    assert lines[0].split("| loss ")[1].startswith("nan")  # nothing fetched yet at step 1
+    # step 1: nothing has finished yet (compiling), so no loss, speed or ETA
+    assert lines[0].endswith("loss nan | ? examples/s | ETA epoch ?, run ? + validation")
+    # the clock restarts with each epoch (validation is not training speed)
+    assert all("| ? examples/s | ETA epoch ?, run ?" in line for line in lines[::4])
+    assert all(re.search(r"\| \d+ examples/s", line) for k, line in enumerate(lines) if k % 4)
     assert all(" ETA epoch 0:00," in line for line in lines[3::4])  # last batch of an epoch
+    assert lines[3].endswith(" + validation")  # no validation timed before epoch 1 ends
+    assert not lines[5].endswith(" + validation")
 
 
 def test_progress_eta_counts_remaining_steps_and_evaluations():
@@ -493,9 +499,13 @@ def test_progress_eta_counts_remaining_steps_and_evaluations():
     p = train.Progress(config, steps_per_epoch=100, step=0)
     assert p.evals_left(0) == len([3, 6, 9, 10]) + 2  # + final valid and test
     assert p.evals_left(9) == 1 + 2  # the 10th epoch (in progress) still validates
+    assert p.line(1, 0, 1).endswith("? examples/s | ETA epoch ?, run ? + validation")
+    p.fetched(0, 3.0)  # the first step finished: the clock starts
     p.eval_seconds = 5.0
-    p._t -= 10.0  # pretend 50 steps took 10 s
+    p._t -= 10.0  # pretend the 50 steps since then took 10 s
+    p.fetched(1, 5.0)
     line = p.line(50, 0, 50)
+    assert "| loss 4.0000 |" in line
     # epoch: 50 steps * 0.2 s; run: 950 steps * 0.2 s + 6 evaluations * 5 s = 220 s
     assert "ETA epoch 0:10, run 3:40" in line, line
     assert "160 examples/s" in line  # 32 / 0.2 s
