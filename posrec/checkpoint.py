@@ -117,13 +117,20 @@ def restore_params(workdir: Path, which: str = "best") -> tuple[Any, Any, dict]:
             out = mngr.restore(
                 step,
                 args=ocp.args.Composite(
-                    params=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()
+                    # Saved on other devices (e.g. 2 devices, restored on 1): onto the first
+                    # local device; callers replicate as they need (parallel.Plan.replicate).
+                    params=ocp.args.StandardRestore(fallback_sharding=_first_local_device()),
+                    meta=ocp.args.JsonRestore(),
                 ),
             )
             return config, out["params"], dict(out["meta"])
         except Exception as err:  # corrupt: try an older one
             errors.append(f"step {step}: {_short(err)}")
     raise CheckpointError(f"no restorable {which} checkpoint in {mngr.directory}: {errors}")
+
+
+def _first_local_device() -> jax.sharding.Sharding:
+    return jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
 
 
 def _check_shapes(restored, like, where: str) -> None:

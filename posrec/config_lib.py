@@ -3,7 +3,8 @@
 `validate` rejects impossible values before any data is read or any step is compiled;
 unknown keys are already rejected by ml_collections (`--config.model.hiden=...` fails).
 A run's config is saved as `workdir/config.json`; a restart must present the same config
-except for the keys in `RESUMABLE_KEYS`, which only extend or shorten training.
+except for the keys in `RESUMABLE_KEYS`, which only extend or shorten training or change
+how the same computation is laid out over devices and item chunks.
 """
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ POSITIONAL = ("absolute", "none", "kernel", "sinusoidal", "rope", "alibi", "lear
 KERNEL_WITH_PE = ("none", "absolute", "sinusoidal", "rope", "alibi")
 BIAS_KINDS = ("offset", "full")
 RESUMABLE_KEYS = (
-    "train.num_epochs", "train.patience", "train.log_every", "train.skip_nonfinite"
+    "train.num_epochs", "train.patience", "train.log_every", "train.skip_nonfinite",
+    # how the same computation is laid out (equal up to float rounding): a run may resume on
+    # another number of devices or with other chunk sizes
+    "train.parallelism", "train.num_devices", "train.ce_chunk_size", "eval.item_chunk_size",
 )
 
 
@@ -87,7 +91,16 @@ def default_config() -> ml_collections.ConfigDict:
     config.train = train = ml_collections.ConfigDict()
     train.num_epochs = 200
     train.batch_size = 128
-    train.loss = "ce"  # "ce" (full softmax over the catalog) | "bce" (1 sampled negative)
+    # "ce" (full softmax over the catalog) | "bce" (1 sampled negative) | "sampled_softmax"
+    # (num_negatives shared negatives per step from `sampled_proposal`, logQ-corrected)
+    train.loss = "ce"
+    train.ce_chunk_size = 0  # "ce" over item chunks of this size (0 = dense [B, T, N] logits)
+    train.num_negatives = 100  # "sampled_softmax" only
+    train.sampled_proposal = "uniform"  # "uniform" | "popularity" (training target counts)
+    # Data parallelism (posrec/parallel.py): "sharding" (jit over a Mesh('data')) | "pmap";
+    # the global batch_size is split over num_devices local devices per process (0 = all).
+    train.parallelism = "sharding"
+    train.num_devices = 0
     train.learning_rate = 1e-3
     train.weight_decay = 0.0
     train.grad_clip = 0.0  # global-norm clip; 0 disables
@@ -102,6 +115,7 @@ def default_config() -> ml_collections.ConfigDict:
     ev.batch_size = 256
     ev.exclude_seen = True
     ev.ks = (1, 5, 10, 20, 50, 100)
+    ev.item_chunk_size = 0  # score the catalog in chunks of this many items (0 = all at once)
     # Legacy sampled evaluation, reported next to (never instead of) full ranking: also rank
     # each test target among `sampled` negatives (0 = off), results.json "test_sampled".
     ev.sampled = 0
@@ -183,7 +197,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _positive("model.kernel.init_noise", k.init_noise, 0)
     _positive("train.num_epochs", t.num_epochs)
     _positive("train.batch_size", t.batch_size)
-    _choice("train.loss", t.loss, ("ce", "bce"))
+    _choice("train.loss", t.loss, ("ce", "bce", "sampled_softmax"))
+    _positive("train.ce_chunk_size", t.ce_chunk_size, 0)
+    _positive("train.num_negatives", t.num_negatives)
+    _choice("train.sampled_proposal", t.sampled_proposal, ("uniform", "popularity"))
+    _choice("train.parallelism", t.parallelism, ("sharding", "pmap"))
+    _positive("train.num_devices", t.num_devices, 0)
     if not 0 < t.learning_rate < float("inf"):
         raise ConfigError(f"config.train.learning_rate={t.learning_rate} must be finite and > 0")
     _positive("train.weight_decay", t.weight_decay, 0)
@@ -192,6 +211,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _positive("train.patience", t.patience)
     _positive("train.log_every", t.log_every)
     _positive("eval.batch_size", e.batch_size)
+    _positive("eval.item_chunk_size", e.item_chunk_size, 0)
     if (not e.ks or any(not isinstance(x, int) or isinstance(x, bool) or x < 1 for x in e.ks)
             or 10 not in e.ks):
         raise ConfigError(f"config.eval.ks={tuple(e.ks)} must be positive integers including 10")
@@ -239,8 +259,11 @@ def write_json_atomic(path: Path, obj) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def save_or_check(config: ml_collections.ConfigDict, workdir: Path) -> None:
-    """Save config.json, or check that a restarted run uses a compatible config."""
+def save_or_check(config: ml_collections.ConfigDict, workdir: Path, write: bool = True) -> None:
+    """Save config.json, or check that a restarted run uses a compatible config.
+
+    `write=False` only checks (the processes of a multi-process run other than process 0).
+    """
     path = Path(workdir) / "config.json"
     new = to_dict(config)
     if path.exists():
@@ -263,7 +286,8 @@ def save_or_check(config: ml_collections.ConfigDict, workdir: Path) -> None:
                 f"{workdir} holds a run with a different config ({shown}); "
                 "use a new --workdir or the original config"
             )
-    write_json_atomic(path, new)
+    if write:
+        write_json_atomic(path, new)
 
 
 def load(workdir: Path) -> ml_collections.ConfigDict:

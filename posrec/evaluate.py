@@ -15,7 +15,7 @@ import ml_collections
 import numpy as np
 from absl import app, flags
 
-from posrec import metrics
+from posrec import metrics, parallel
 from posrec.data import batching
 from posrec.data.preprocess import Sequences
 from posrec.data.splits import EvalSet
@@ -25,18 +25,31 @@ from posrec.models import sasrec
 Array = jax.Array
 
 
-def make_scorer(model: sasrec.SASRec, max_k: int, exclude_seen: bool):
-    """jit: (params, inputs_BxT, targets_B, seen_BxS) -> (ranks_B, topk_BxK)."""
+def make_scorer(
+    model: sasrec.SASRec,
+    max_k: int,
+    exclude_seen: bool,
+    *,
+    item_chunk_size: int = 0,
+    plan: parallel.Plan | None = None,
+) -> parallel.Scorer:
+    """(params, inputs_BxT, targets_B, seen_BxS) -> numpy (ranks_B, topk_BxK), on all devices.
 
-    @jax.jit
+    Each device scores its share of the user batch (`parallel.Scorer` pads the batch to a
+    multiple of the device count and drops the padding again): hidden state of the last
+    position, then `metrics.chunked_rank_and_topk` over item chunks of `item_chunk_size`
+    (0 = the whole catalog at once), so a 1M-item catalog never needs [B, N] scores.
+    `plan` defaults to every local device.
+    """
+
     def score(params, inputs_BxT, targets_B, seen_BxS):
         hidden_BxC = model.apply({"params": params}, inputs_BxT, train=False)[:, -1]
-        scores_BxN = hidden_BxC @ sasrec.item_table(params).T
-        return metrics.rank_and_topk(
-            scores_BxN.astype(jnp.float32), targets_B, seen_BxS if exclude_seen else None, max_k
+        return metrics.chunked_rank_and_topk(
+            hidden_BxC, sasrec.item_table(params), targets_B,
+            seen_BxS if exclude_seen else None, max_k, item_chunk_size,
         )
 
-    return score
+    return (plan or parallel.make_plan()).make_scorer(score)
 
 
 def evaluate(
@@ -44,6 +57,7 @@ def evaluate(
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """(summary metrics, per-user arrays incl. `users` and `rank`) on one evaluation set."""
     ks = tuple(int(k) for k in config.eval.ks)
+    params = scorer.place(params)  # replicated on the scorer's devices once, not per batch
     ranks, topks = [], []
     for batch in batching.eval_batches(
         ev, config.model.max_len, config.eval.batch_size, num_items
@@ -146,7 +160,11 @@ def run(workdir: str, split: str = "test") -> dict[str, float]:
     config, params, meta = checkpoint.restore_params(workdir, "best")
     data_split, seqs = load_split(config)
     model = sasrec.SASRec(config.model, seqs.num_items)
-    scorer = make_scorer(model, max(config.eval.ks), config.eval.exclude_seen)
+    # All local devices, whatever the training run used; configs saved before the keys
+    # existed lack them.
+    plan = parallel.make_plan(config.train.get("parallelism", "sharding"))
+    scorer = make_scorer(model, max(config.eval.ks), config.eval.exclude_seen,
+                         item_chunk_size=config.eval.get("item_chunk_size", 0), plan=plan)
     ev = data_split.test if split == "test" else data_split.valid
     summary, _ = evaluate(scorer, params, ev, config, seqs.num_items)
     if config.eval.get("sampled", 0):  # configs saved before eval.sampled existed lack it

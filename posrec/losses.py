@@ -1,15 +1,36 @@
 """Training losses on hidden states; the tied item table gives the scores.
 
-`hidden_BxTxC` are the model outputs, `targets_BxT` the next items (0 = no loss at this
-position). Both losses return the mean over positions that carry a loss and that count.
+`hidden_BxTxC` are the model outputs, `table_NxC` the item table (N = catalog + 1, row 0 =
+padding, never a candidate), `targets_BxT` the next items (0 = no loss at this position).
+Every loss returns the mean over positions that carry a loss and their count.
+
+Full softmax over the catalog comes in two forms with the same value and gradient:
+`full_ce` materialises the [B, T, N] logits (fast for small catalogs) and `chunked_ce`
+streams the catalog in item chunks with a custom VJP, so its memory is O(B·T·chunk + N·C)
+instead of O(B·T·N) — 1M items at B·T = 25,600 would need >100 GB of logits densely.
+`sampled_softmax` is the cheap alternative: K shared negatives with logQ correction.
+
+The training step (`train.train_step`) needs the sum and the count separately, so that
+data-parallel devices can weight their parts by target counts: `make_loss` returns a
+per-position loss function and `masked_sum` reduces it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
+import ml_collections
+import numpy as np
 
 Array = jax.Array
+
+# (hidden_BxTxC, table_NxC, targets_BxT, rng, rows_B) -> per-position loss [B, T] (any value
+# where the target is 0). `rng` is the step's loss key, identical on every device; `rows_B`
+# are the rows' indices in the global batch, so per-row randomness does not depend on how the
+# batch is split across devices.
+LossFn = Callable[[Array, Array, Array, Array, Array], Array]
 
 
 def full_ce(hidden_BxTxC: Array, table_NxC: Array, targets_BxT: Array) -> tuple[Array, Array]:
@@ -17,11 +38,134 @@ def full_ce(hidden_BxTxC: Array, table_NxC: Array, targets_BxT: Array) -> tuple[
 
     Returns (mean loss, number of target positions).
     """
+    return _masked_mean(_full_ce_per_position(hidden_BxTxC, table_NxC, targets_BxT), targets_BxT)
+
+
+def chunked_ce(
+    hidden_BxTxC: Array, table_NxC: Array, targets_BxT: Array, chunk_size: int
+) -> tuple[Array, Array]:
+    """`full_ce` computed over item chunks of `chunk_size` rows (same value and gradient).
+
+    Returns (mean loss, number of target positions).
+    """
+    per_pos_BxT = _chunked_ce_per_position(hidden_BxTxC, table_NxC, targets_BxT, chunk_size)
+    return _masked_mean(per_pos_BxT, targets_BxT)
+
+
+def _full_ce_per_position(hidden_BxTxC: Array, table_NxC: Array, targets_BxT: Array) -> Array:
     logits_BxTxN = jnp.einsum("btc,nc->btn", hidden_BxTxC, table_NxC).astype(jnp.float32)
     logits_BxTxN = logits_BxTxN.at[..., 0].set(-jnp.inf)
     lse_BxT = jax.nn.logsumexp(logits_BxTxN, axis=-1)
     tgt_BxT = jnp.take_along_axis(logits_BxTxN, targets_BxT[..., None], axis=-1)[..., 0]
-    return _masked_mean(lse_BxT - tgt_BxT, targets_BxT)
+    return lse_BxT - tgt_BxT
+
+
+def _chunked_ce_per_position(
+    hidden_BxTxC: Array, table_NxC: Array, targets_BxT: Array, chunk_size: int
+) -> Array:
+    B, T, C = hidden_BxTxC.shape
+    hidden_MxC = hidden_BxTxC.reshape(B * T, C)
+    lse_M = chunked_logsumexp(hidden_MxC, table_NxC, int(chunk_size))
+    # The target logit is one dot product per position; its gradient is an ordinary gather.
+    tgt_M = jnp.einsum(
+        "mc,mc->m", hidden_MxC, table_NxC[targets_BxT.reshape(-1)]
+    ).astype(jnp.float32)
+    return (lse_M - tgt_M).reshape(B, T)
+
+
+def _chunk_bounds(num_rows: int, chunk_size: int) -> tuple[int, int, int]:
+    """(chunk, number of full chunks, size of the remainder chunk) covering `num_rows` rows."""
+    chunk = max(1, min(int(chunk_size), num_rows))
+    return chunk, num_rows // chunk, num_rows % chunk
+
+
+def _chunk_logits(hidden_MxC: Array, table_KxC: Array, start) -> Array:
+    """float32 [M, K] logits of items start..start+K-1, the padding id 0 at -inf."""
+    logits_MxK = jnp.einsum("mc,kc->mk", hidden_MxC, table_KxC).astype(jnp.float32)
+    ids_K = start + jnp.arange(table_KxC.shape[0])
+    return jnp.where(ids_K[None, :] == 0, -jnp.inf, logits_MxK)
+
+
+def _over_chunks(fn, carry, table_NxC: Array, chunk_size: int):
+    """Fold `fn(carry, start, table_KxC) -> (carry, out_KxC | None)` over the item chunks.
+
+    Full chunks go through one `lax.scan` (constant memory in the number of chunks), the
+    remainder (N not divisible by the chunk) is one more call with its own static size.
+    Returns (carry, outputs concatenated along items, or None).
+    """
+    N = table_NxC.shape[0]
+    chunk, num_full, rem = _chunk_bounds(N, chunk_size)
+
+    def body(c, i):
+        start = i * chunk
+        return fn(c, start, jax.lax.dynamic_slice_in_dim(table_NxC, start, chunk))
+
+    carry, outs = jax.lax.scan(body, carry, jnp.arange(num_full))
+    if rem:
+        carry, out_rem = fn(carry, num_full * chunk, table_NxC[num_full * chunk :])
+        if outs is not None:
+            outs = jnp.concatenate([outs.reshape(num_full * chunk, -1), out_rem])
+    elif outs is not None:
+        outs = outs.reshape(num_full * chunk, -1)
+    return carry, outs
+
+
+@jax.custom_vjp
+def _lse(hidden_MxC: Array, table_NxC: Array, chunk_size: Array) -> Array:
+    return _lse_fwd(hidden_MxC, table_NxC, chunk_size)[0]
+
+
+def chunked_logsumexp(hidden_MxC: Array, table_NxC: Array, chunk_size: int) -> Array:
+    """float32 [M]: log Σ_{n>=1} exp(hidden_m · table_n), streaming the table in chunks.
+
+    Forward: an online log-sum-exp (running max and rescaled sum) over item chunks.
+    Backward (custom VJP): recomputes each chunk's logits, so nothing of size M×N is ever
+    stored; residuals are only hidden, table and the [M] result.
+    """
+    # The chunk size rides along as the shape of a dummy array: custom_vjp then needs no
+    # nondiff_argnums and the size stays static.
+    return _lse(hidden_MxC, table_NxC, jnp.zeros((max(1, int(chunk_size)), 0), jnp.float32))
+
+
+def _lse_fwd(hidden_MxC, table_NxC, chunk_size):
+    chunk = chunk_size.shape[0]
+    M = hidden_MxC.shape[0]
+
+    def step(carry, start, table_KxC):
+        max_M, sum_M = carry
+        logits_MxK = _chunk_logits(hidden_MxC, table_KxC, start)
+        new_max_M = jnp.maximum(max_M, logits_MxK.max(axis=-1))
+        shift_M = jnp.where(jnp.isfinite(new_max_M), new_max_M, 0.0)
+        sum_M = sum_M * jnp.exp(max_M - shift_M) + jnp.exp(logits_MxK - shift_M[:, None]).sum(-1)
+        return (new_max_M, sum_M), None
+
+    init = (jnp.full((M,), -jnp.inf, jnp.float32), jnp.zeros((M,), jnp.float32))
+    (max_M, sum_M), _ = _over_chunks(step, init, table_NxC, chunk)
+    lse_M = jnp.log(sum_M) + jnp.where(jnp.isfinite(max_M), max_M, 0.0)
+    return lse_M, (hidden_MxC, table_NxC, lse_M, chunk_size)
+
+
+def _lse_bwd(residuals, g_M):
+    hidden_MxC, table_NxC, lse_M, chunk_size = residuals
+    h32_MxC = hidden_MxC.astype(jnp.float32)
+
+    def step(dh_MxC, start, table_KxC):
+        logits_MxK = _chunk_logits(hidden_MxC, table_KxC, start)
+        p_MxK = jnp.exp(logits_MxK - lse_M[:, None]) * g_M[:, None]  # softmax · cotangent
+        dh_MxC = dh_MxC + p_MxK @ table_KxC.astype(jnp.float32)
+        return dh_MxC, p_MxK.T @ h32_MxC  # [K, C] gradient of this chunk's rows
+
+    dh_MxC, dtable_NxC = _over_chunks(
+        step, jnp.zeros_like(h32_MxC), table_NxC, chunk_size.shape[0]
+    )
+    return (
+        dh_MxC.astype(hidden_MxC.dtype),
+        dtable_NxC.astype(table_NxC.dtype),
+        jnp.zeros_like(chunk_size),
+    )
+
+
+_lse.defvjp(_lse_fwd, _lse_bwd)
 
 
 def sampled_bce(
@@ -31,20 +175,136 @@ def sampled_bce(
 
     The negative is drawn uniformly from the catalog minus the target (not minus the whole
     history, which SASRec does with a Python loop; the difference is negligible for large
-    catalogs and keeps the step jit-friendly).
+    catalogs and keeps the step jit-friendly). `rng` is one key, or [B] keys (one per row).
     """
+    return _masked_mean(_sampled_bce_per_position(hidden_BxTxC, table_NxC, targets_BxT, rng),
+                        targets_BxT)
+
+
+def _sampled_bce_per_position(
+    hidden_BxTxC: Array, table_NxC: Array, targets_BxT: Array, rng: Array
+) -> Array:
+    B, T = targets_BxT.shape
     num_items = table_NxC.shape[0] - 1
-    neg_BxT = jax.random.randint(rng, targets_BxT.shape, 1, num_items)  # 1..N-1
+    keys_B = rng if rng.ndim == 1 else jax.random.split(rng, B)
+    neg_BxT = jax.vmap(lambda k: jax.random.randint(k, (T,), 1, num_items))(keys_B)  # 1..N-1
     neg_BxT = jnp.where(neg_BxT >= targets_BxT, neg_BxT + 1, neg_BxT)  # skip the target
     pos = jnp.einsum("btc,btc->bt", hidden_BxTxC, table_NxC[targets_BxT]).astype(jnp.float32)
     neg = jnp.einsum("btc,btc->bt", hidden_BxTxC, table_NxC[neg_BxT]).astype(jnp.float32)
-    per_pos = -jax.nn.log_sigmoid(pos) - jax.nn.log_sigmoid(-neg)
-    return _masked_mean(per_pos, targets_BxT)
+    return -jax.nn.log_sigmoid(pos) - jax.nn.log_sigmoid(-neg)
+
+
+def proposal_log_probs(proposal: str, item_counts_N: np.ndarray) -> np.ndarray:
+    """float32 [N] log-probabilities of the negative proposal Q over item ids (0: -inf).
+
+    "uniform": the same probability for every item; "popularity": count_n / Σ count, so an
+    item never seen as a training target is never proposed (and never pushed down).
+    """
+    counts = np.asarray(item_counts_N, np.float64).copy()
+    counts[0] = 0.0
+    if proposal == "uniform":
+        counts[1:] = 1.0
+    elif proposal != "popularity":
+        raise ValueError(f"unknown proposal {proposal!r}")
+    if counts.sum() <= 0:
+        raise ValueError("popularity proposal needs at least one item count > 0")
+    with np.errstate(divide="ignore"):
+        return np.log(counts / counts.sum()).astype(np.float32)
+
+
+def sample_negatives(rng: Array, num: int, log_q_N: Array) -> Array:
+    """int32 [num] item ids drawn i.i.d. (with replacement) from Q = exp(log_q_N).
+
+    Inverse-CDF sampling: O(num · log N) per step, never a [num, N] Gumbel matrix.
+    """
+    cdf_N = jnp.cumsum(jnp.exp(log_q_N.astype(jnp.float32)))
+    u_K = jax.random.uniform(rng, (num,), jnp.float32) * cdf_N[-1]
+    ids_K = jnp.searchsorted(cdf_N, u_K, side="right")
+    return jnp.clip(ids_K, 1, log_q_N.shape[0] - 1).astype(jnp.int32)
+
+
+def sampled_softmax(
+    hidden_BxTxC: Array,
+    table_NxC: Array,
+    targets_BxT: Array,
+    negatives_K: Array,
+    log_q_N: Array,
+) -> tuple[Array, Array]:
+    """Sampled softmax with logQ correction over K shared negatives (Bengio & Senécal 2008).
+
+    Every candidate's logit s_n is corrected to s_n - log(K·Q(n)), the target included, and a
+    negative equal to the position's target is removed (an "accidental hit"). With all N items
+    as the negatives and a uniform Q the loss is exactly the full CE; in general, as K grows,
+    it tends to log(e^{s_t} + K·Q(t)·Σ_{n≠t} e^{s_n}) - s_t.
+
+    Args:
+        negatives_K: int [K] item ids (e.g. `sample_negatives`), shared by all positions.
+        log_q_N: float [N] log Q of every item id (`proposal_log_probs`).
+    Returns (mean loss, number of target positions).
+    """
+    per_pos_BxT = _sampled_softmax_per_position(
+        hidden_BxTxC, table_NxC, targets_BxT, negatives_K, log_q_N
+    )
+    return _masked_mean(per_pos_BxT, targets_BxT)
+
+
+def _sampled_softmax_per_position(
+    hidden_BxTxC, table_NxC, targets_BxT, negatives_K, log_q_N
+) -> Array:
+    log_k = jnp.log(float(negatives_K.shape[0]))
+    pos_BxT = jnp.einsum("btc,btc->bt", hidden_BxTxC, table_NxC[targets_BxT]).astype(jnp.float32)
+    # Padding targets (id 0, log Q = -inf) would make inf - inf = NaN, also in the gradient.
+    log_q_BxT = jnp.where(targets_BxT > 0, log_q_N[targets_BxT], 0.0)
+    pos_BxT = pos_BxT - (log_k + log_q_BxT)
+    neg_BxTxK = jnp.einsum("btc,kc->btk", hidden_BxTxC, table_NxC[negatives_K]).astype(
+        jnp.float32
+    )
+    neg_BxTxK = neg_BxTxK - (log_k + log_q_N[negatives_K])[None, None, :]
+    hit_BxTxK = negatives_K[None, None, :] == targets_BxT[..., None]
+    neg_BxTxK = jnp.where(hit_BxTxK, -jnp.inf, neg_BxTxK)
+    lse_BxT = jax.nn.logsumexp(jnp.concatenate([pos_BxT[..., None], neg_BxTxK], -1), axis=-1)
+    return lse_BxT - pos_BxT
+
+
+def make_loss(train_cfg: ml_collections.ConfigDict, item_counts_N: np.ndarray) -> LossFn:
+    """The per-position loss named by `config.train` (see `LossFn`).
+
+    `item_counts_N` [num_items + 1]: how often each item is a training target (used by the
+    popularity proposal of "sampled_softmax").
+    """
+    name = train_cfg.loss
+    if name == "ce":
+        chunk = int(train_cfg.ce_chunk_size)
+        if chunk > 0:
+            return lambda h, table, y, rng, rows: _chunked_ce_per_position(h, table, y, chunk)
+        return lambda h, table, y, rng, rows: _full_ce_per_position(h, table, y)
+    if name == "bce":
+
+        def bce(h, table, y, rng, rows_B):
+            keys_B = jax.vmap(jax.random.fold_in, (None, 0))(rng, rows_B)
+            return _sampled_bce_per_position(h, table, y, keys_B)
+
+        return bce
+    if name == "sampled_softmax":
+        log_q_N = jnp.asarray(proposal_log_probs(train_cfg.sampled_proposal, item_counts_N))
+        num = int(train_cfg.num_negatives)
+
+        def sampled(h, table, y, rng, rows_B):
+            negatives_K = sample_negatives(rng, num, log_q_N)  # same on every device
+            return _sampled_softmax_per_position(h, table, y, negatives_K, log_q_N)
+
+        return sampled
+    raise ValueError(f"unknown loss {name!r}")
+
+
+def masked_sum(per_pos_BxT: Array, targets_BxT: Array) -> tuple[Array, Array]:
+    """(Σ loss over positions with a target, number of such positions) as float32."""
+    has_target = targets_BxT > 0
+    # `where`, not a product: a padded target's term may be inf (its logit is -inf).
+    total = jnp.sum(jnp.where(has_target, per_pos_BxT, 0.0))
+    return total, has_target.sum().astype(jnp.float32)
 
 
 def _masked_mean(per_pos_BxT: Array, targets_BxT: Array) -> tuple[Array, Array]:
-    has_target = targets_BxT > 0
-    count = has_target.sum().astype(jnp.float32)
-    # `where`, not a product: a padded target's term may be inf (its logit is -inf).
-    total = jnp.sum(jnp.where(has_target, per_pos_BxT, 0.0))
+    total, count = masked_sum(per_pos_BxT, targets_BxT)
     return total / jnp.maximum(count, 1.0), count

@@ -43,6 +43,74 @@ def rank_and_topk(scores_BxN: Array, targets_B: Array, seen_BxS: Array | None, k
     return target_ranks(masked, targets_B).astype(jnp.int32), topk_BxK.astype(jnp.int32)
 
 
+def chunked_rank_and_topk(
+    hidden_BxC: Array,
+    table_NxC: Array,
+    targets_B: Array,
+    seen_BxS: Array | None,
+    k: int,
+    chunk_size: int,
+) -> tuple[Array, Array]:
+    """`rank_and_topk(hidden_BxC @ table_NxCᵀ, ...)` without the [B, N] score matrix.
+
+    Scores are computed in item chunks of `chunk_size` rows (0: one chunk = the whole
+    catalog; raised to at least k so the running top-k fills from the first chunk). Each chunk
+    adds its count of items scoring >= the target to the rank, and its top-k is merged into
+    the running top-k; ties keep the lower item id, as `lax.top_k` on the full row does. The
+    target's score is its own dot product, compared in float32 like every other score.
+
+    Returns (ranks_B int32, topk_BxK int32 item ids), K = min(k, N - 1).
+    """
+    N = table_NxC.shape[0]
+    k = min(int(k), N - 1)
+    chunk = N if chunk_size <= 0 else min(N, max(int(chunk_size), k))
+    rows_B = jnp.arange(hidden_BxC.shape[0])
+    target_score_B = jnp.einsum("bc,bc->b", hidden_BxC, table_NxC[targets_B]).astype(jnp.float32)
+
+    def masked_chunk(start, table_KxC):
+        """[B, K] scores of items start..start+K-1: padding and seen (not target) at -inf."""
+        size = table_KxC.shape[0]
+        scores_BxK = (hidden_BxC @ table_KxC.T).astype(jnp.float32)
+        ids_K = start + jnp.arange(size)
+        is_target_BxK = ids_K[None, :] == targets_B[:, None]
+        masked_BxK = jnp.broadcast_to(ids_K[None, :] == 0, scores_BxK.shape)
+        if seen_BxS is not None:
+            inside = (seen_BxS >= start) & (seen_BxS < start + size)
+            local_BxS = jnp.where(inside, seen_BxS - start, size)  # out of chunk: dropped
+            masked_BxK = masked_BxK | jnp.zeros_like(masked_BxK).at[
+                rows_B[:, None], local_BxS
+            ].set(True, mode="drop")
+        scores_BxK = jnp.where(masked_BxK & ~is_target_BxK, -jnp.inf, scores_BxK)
+        ahead_B = jnp.sum((scores_BxK >= target_score_B[:, None]) & ~is_target_BxK, axis=-1)
+        return scores_BxK, ahead_B
+
+    def merge(carry, start, table_KxC):
+        ahead_B, top_BxK, ids_BxK = carry
+        scores, ahead = masked_chunk(start, table_KxC)
+        top, idx = jax.lax.top_k(scores, min(k, scores.shape[1]))
+        # Running entries first: among equal scores the earlier (lower) id wins.
+        all_top = jnp.concatenate([top_BxK, top], axis=1)
+        all_ids = jnp.concatenate([ids_BxK, idx + start], axis=1)
+        top_BxK, pick = jax.lax.top_k(all_top, k)
+        return (ahead_B + ahead, top_BxK, jnp.take_along_axis(all_ids, pick, axis=1)), None
+
+    first_scores, first_ahead = masked_chunk(0, table_NxC[:chunk])
+    first_top, first_ids = jax.lax.top_k(first_scores, k)
+    carry = (first_ahead, first_top, first_ids)
+    num_full, rem = N // chunk, N % chunk
+    if num_full > 1:
+
+        def body(c, i):
+            start = i * chunk
+            return merge(c, start, jax.lax.dynamic_slice_in_dim(table_NxC, start, chunk))
+
+        carry, _ = jax.lax.scan(body, carry, jnp.arange(1, num_full))
+    if rem:
+        carry, _ = merge(carry, num_full * chunk, table_NxC[num_full * chunk :])
+    ahead_B, _, topk_BxK = carry
+    return (1 + ahead_B).astype(jnp.int32), topk_BxK.astype(jnp.int32)
+
+
 def per_user_metrics(ranks_U: np.ndarray, ks) -> dict[str, np.ndarray]:
     """Per-user ndcg@k, hr@k, mrr@k as float64 arrays [U]."""
     ranks = np.asarray(ranks_U, dtype=np.float64)

@@ -32,7 +32,7 @@ import optax
 from absl import logging
 from flax.training import train_state
 
-from posrec import checkpoint, config_lib, evaluate, losses
+from posrec import checkpoint, config_lib, evaluate, losses, parallel
 from posrec.data import batching, load_split
 from posrec.data.preprocess import save_id_maps
 from posrec.errors import ConfigError, Interrupted, PosrecError
@@ -61,27 +61,53 @@ def init_state(config: ml_collections.ConfigDict, model: sasrec.SASRec) -> Train
 
 
 def train_step(
-    state: TrainState, batch: dict[str, Array], rng: Array, *, model: sasrec.SASRec, loss: str
+    state: TrainState,
+    batch: dict[str, Array],
+    rng: Array,
+    *,
+    model: sasrec.SASRec,
+    loss_fn: losses.LossFn,
+    axis_name: str | None = None,
 ) -> tuple[TrainState, dict[str, Array]]:
-    """One optimizer step on a [B, T] batch; `rng` is the run's base key.
+    """One optimizer step; `rng` is the run's base key.
+
+    `batch`: "inputs", "targets" int32 [B, T] and optionally "rows" int32 [B], the rows'
+    indices in the global batch (default 0..B-1). `parallel.Plan.make_train_step` runs this
+    function on every device with its B/D rows and `axis_name="data"`: the loss is
+    Σ(per-position losses of all devices) / (targets of all devices) and its gradient is
+    psummed, so D devices compute the loss and update of one device on the global batch,
+    however the padding rows are spread. Dropout keys are fold_in(step key, row) per example
+    and the loss's negatives depend on the step key and rows only, for the same reason.
 
     The update is applied only when the loss, the gradient norm and the new parameters are
     all finite (`metrics["finite"]`); otherwise params and optimizer state stay as they were
     (selected on device, no host round trip) and only `step` advances, so the data order and
     dropout keys of later steps do not depend on whether a step was skipped.
     """
-    drop_rng, neg_rng = jax.random.split(jax.random.fold_in(rng, state.step))
+    drop_rng, loss_rng = jax.random.split(jax.random.fold_in(rng, state.step))
+    inputs_BxT, targets_BxT = batch["inputs"], batch["targets"]
+    rows_B = batch.get("rows", jnp.arange(inputs_BxT.shape[0], dtype=jnp.int32))
+    drop_keys_B = jax.vmap(jax.random.fold_in, (None, 0))(drop_rng, rows_B)
+    count = jnp.sum(targets_BxT > 0).astype(jnp.float32)
+    if axis_name is not None:
+        count = jax.lax.psum(count, axis_name)
 
-    def loss_fn(params):
-        hidden_BxTxC = model.apply(
-            {"params": params}, batch["inputs"], train=True, rngs={"dropout": drop_rng}
+    def apply_one(params, inputs_T, key):  # one example, its own dropout key
+        return model.apply(
+            {"params": params}, inputs_T[None], train=True, rngs={"dropout": key}
+        )[0]
+
+    def global_loss_part(params):
+        hidden_BxTxC = jax.vmap(apply_one, (None, 0, 0))(params, inputs_BxT, drop_keys_B)
+        per_pos_BxT = loss_fn(
+            hidden_BxTxC, sasrec.item_table(params), targets_BxT, loss_rng, rows_B
         )
-        table_NxC = sasrec.item_table(params)
-        if loss == "ce":
-            return losses.full_ce(hidden_BxTxC, table_NxC, batch["targets"])
-        return losses.sampled_bce(hidden_BxTxC, table_NxC, batch["targets"], neg_rng)
+        total, _ = losses.masked_sum(per_pos_BxT, targets_BxT)
+        return total / jnp.maximum(count, 1.0)
 
-    (value, count), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    value, grads = jax.value_and_grad(global_loss_part)(state.params)
+    if axis_name is not None:
+        value, grads = jax.lax.psum((value, grads), axis_name)
     updated = state.apply_gradients(grads=grads)
     grad_norm = optax.tree_utils.tree_norm(grads)
     finite = jnp.isfinite(value) & jnp.isfinite(grad_norm) & _all_finite(updated.params)
@@ -116,6 +142,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     `checkpoints/latest`) when SIGTERM/SIGINT arrives; calling again resumes exactly.
     """
     config_lib.validate(config)
+    plan = parallel.plan_for(config)  # devices and the batch split: checked before any data
+    parallel.check_same("config", config_lib.to_dict(config))  # multi-process: one config
+    primary = parallel.is_primary()  # process 0 alone writes files other than checkpoints
     workdir = Path(workdir)
     results_path = workdir / "results.json"
     if results_path.exists():
@@ -125,7 +154,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         )
     restart = (workdir / "config.json").exists()
     if restart:  # refuse another config before spending time on the data
-        config_lib.save_or_check(config, workdir)
+        config_lib.save_or_check(config, workdir, write=primary)
 
     t0 = time.time()
     split, seqs = load_split(config)
@@ -140,11 +169,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             evaluate.item_log_weights(config.eval.sampler, seqs.items, num_items),
             config.eval.sampled,
         )
-    batches = batching.TrainBatches(inputs_NxT, targets_NxT, config.train.batch_size, config.seed)
+    batches = batching.TrainBatches(inputs_NxT, targets_NxT, config.train.batch_size, config.seed,
+                                    process_shard=(plan.process_index, plan.process_count))
+    parallel.check_same("data", [seqs.num_users, num_items, inputs_NxT.shape,
+                                 int(targets_NxT.sum()), len(split.test.targets)])
     if not restart:
         workdir.mkdir(parents=True, exist_ok=True)
-        config_lib.save_or_check(config, workdir)
-    save_id_maps(seqs, workdir)
+        config_lib.save_or_check(config, workdir, write=primary)
+    if primary:
+        save_id_maps(seqs, workdir)
     logging.info(
         "data: %d users, %d items, %d training sequences, %d valid / %d test users (%.1fs)",
         seqs.num_users, num_items, len(inputs_NxT), len(split.valid.targets),
@@ -152,7 +185,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     )
 
     model = sasrec.SASRec(config.model, num_items)
-    state = init_state(config, model)
+    state = plan.replicate(init_state(config, model))
     latest = checkpoint.manager(workdir, "latest", cleanup_tmp=True)
     best = checkpoint.manager(workdir, "best", cleanup_tmp=True)
     # Everything the loop needs to continue exactly: position (epoch, step_in_epoch), the
@@ -170,21 +203,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 f"{num_items}: the data changed; use a new --workdir"
             )
         meta.update(saved)
-        state = state.replace(params=params, opt_state=opt_state, step=int(saved["step"]))
+        state = plan.replicate(
+            state.replace(params=params, opt_state=opt_state, step=int(saved["step"]))
+        )
         logging.info("resumed from step %d (epoch %d, after batch %d of %d)", state.step,
                      meta["epoch"] + 1, meta["step_in_epoch"], batches.steps_per_epoch())
-    _truncate_jsonl(workdir / "metrics.jsonl", int(state.step))
+    if primary:
+        _truncate_jsonl(workdir / "metrics.jsonl", int(state.step))
 
-    rng = jax.random.key(config.seed + 1)
-    step_fn = jax.jit(
-        functools.partial(train_step, model=model, loss=config.train.loss), donate_argnums=0
-    )
-    scorer = evaluate.make_scorer(model, max(config.eval.ks), config.eval.exclude_seen)
+    rng = plan.replicate(jax.random.key(config.seed + 1))
+    item_counts_N = np.bincount(targets_NxT.ravel(), minlength=num_items + 1)
+    step_fn = plan.make_train_step(functools.partial(
+        train_step, model=model, loss_fn=losses.make_loss(config.train, item_counts_N)
+    ))
+    scorer = evaluate.make_scorer(model, max(config.eval.ks), config.eval.exclude_seen,
+                                  item_chunk_size=config.eval.item_chunk_size, plan=plan)
     steps_per_epoch = batches.steps_per_epoch()
     step = int(state.step)  # host copy: reading state.step would wait for the device
     last_saved = step if restored is not None else None
     progress = Progress(config, steps_per_epoch, step)
-    tb = _summary_writer(workdir, purge_step=step + 1)
+    tb = _summary_writer(workdir, purge_step=step + 1) if primary else _NoSummaries()
 
     def snapshot(mngr):
         nonlocal last_saved
@@ -270,8 +308,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 record = dict(step=step, epoch=epoch, split="valid", metrics=valid,
                               train_loss=train_loss, epoch_seconds=epoch_seconds,
                               skipped_steps=meta["skipped_steps"])
-                with open(workdir / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps(record, sort_keys=True) + "\n")
+                if primary:
+                    with open(workdir / "metrics.jsonl", "a") as f:
+                        f.write(json.dumps(record, sort_keys=True) + "\n")
                 _write_scalars(tb, "valid", valid, step)
                 tb.flush()
                 logging.info(
@@ -299,7 +338,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     _, best_params, best_meta = checkpoint.restore_params(workdir, "best")
     valid, _ = evaluate.evaluate(scorer, best_params, split.valid, config, num_items)
     test, per_user = evaluate.evaluate(scorer, best_params, split.test, config, num_items)
-    np.savez(workdir / "per_user_test.npz", **per_user)
+    if primary:
+        np.savez(workdir / "per_user_test.npz", **per_user)
     results = dict(
         best_step=int(best_meta["step"]),
         best_epoch=int(best_meta["epoch"]),
@@ -314,7 +354,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         logging.info("test, SAMPLED (legacy, not the protocol): %s", results["test_sampled"])
     _write_scalars(tb, "test", test, results["best_step"])
     tb.close()
-    config_lib.write_json_atomic(results_path, results)
+    if primary:
+        config_lib.write_json_atomic(results_path, results)
     logging.info("test: %s", json.dumps({k: round(v, 4) for k, v in test.items()}))
     return results
 
@@ -433,6 +474,19 @@ def _summary_writer(workdir: Path, purge_step: int):
     from tensorboardX import SummaryWriter  # only the training loop writes events
 
     return SummaryWriter(str(workdir / "tb"), purge_step=purge_step)
+
+
+class _NoSummaries:
+    """The summary writer of processes other than 0 in a multi-process run: writes nothing."""
+
+    def add_scalar(self, *args, **kwargs) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def _write_scalars(tb, prefix: str, summary: dict[str, float], step: int) -> None:

@@ -67,6 +67,10 @@ class TrainBatches:
     The order of epoch e is np.random.default_rng([seed, e]).permutation(N): it depends only
     on (seed, epoch), never on how many batches were drawn before, so a run restarted at
     (epoch, start_step) sees exactly the batches it would have seen.
+
+    `process_shard=(i, n)` (multi-process data parallelism): batch_size stays the global
+    batch, and process i builds only rows [i·B/n, (i+1)·B/n) of each global batch, so n
+    processes together feed exactly the batches of one process.
     """
 
     def __init__(
@@ -76,6 +80,7 @@ class TrainBatches:
         batch_size: int,
         seed: int,
         drop_last: bool = False,
+        process_shard: tuple[int, int] = (0, 1),
     ) -> None:
         if inputs_NxT.shape != targets_NxT.shape or inputs_NxT.ndim != 2:
             raise ValueError(
@@ -88,6 +93,12 @@ class TrainBatches:
         self.batch_size = int(batch_size)
         self.seed = int(seed)
         self.drop_last = bool(drop_last)
+        self.shard_index, self.shard_count = (int(x) for x in process_shard)
+        if not 0 <= self.shard_index < self.shard_count or batch_size % self.shard_count:
+            raise ValueError(
+                f"process_shard={process_shard} must be (i, n) with 0 <= i < n and n dividing "
+                f"batch_size={batch_size}"
+            )
         if self.steps_per_epoch() == 0:
             raise DataError(
                 f"no training batches: {len(self.inputs)} training examples, batch size "
@@ -104,19 +115,22 @@ class TrainBatches:
         return n // b if self.drop_last else -(-n // b)
 
     def epoch(self, epoch: int, start_step: int = 0) -> Iterator[dict]:
-        """Yields {"inputs": int32 [B, T], "targets": int32 [B, T]} from step `start_step` on.
+        """Yields {"inputs": int32 [b, T], "targets": int32 [b, T]} from step `start_step` on.
 
-        The last partial batch (if not dropped) is filled with all-zero rows, which carry no
-        loss, so every batch has the same shape.
+        b = B / n rows of each global batch (b = B in a single process). The last partial
+        batch (if not dropped) is filled with all-zero rows, which carry no loss, so every
+        batch has the same shape.
         """
         perm = np.random.default_rng([self.seed, int(epoch)]).permutation(self.num_examples)
         B, T = self.batch_size, self.inputs.shape[1]
+        b = B // self.shard_count
+        lo = self.shard_index * b
         for step in range(int(start_step), self.steps_per_epoch()):
-            idx = perm[step * B : (step + 1) * B]
+            idx = perm[step * B + lo : step * B + lo + b]
             x = self.inputs[idx]
             y = self.targets[idx]
-            if len(idx) < B:
-                pad = np.zeros((B - len(idx), T), np.int32)
+            if len(idx) < b:
+                pad = np.zeros((b - len(idx), T), np.int32)
                 x = np.concatenate([x, pad])
                 y = np.concatenate([y, pad])
             yield {"inputs": x, "targets": y}
