@@ -1,0 +1,149 @@
+"""Multi-process runs: 2 jax.distributed processes on localhost CPU (tests/distributed_worker.py).
+
+Each process has one CPU device; they find each other through a coordinator on a free
+localhost port, exactly as on a cluster (launch/README.md), and run the CPU collectives
+through gloo.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import distributed_worker as dw
+import jax
+import numpy as np
+import pytest
+
+from posrec import evaluate, parallel
+from posrec.errors import ConfigError
+
+TESTS = Path(__file__).parent
+ROOT = TESTS.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(out: Path, mode: str, *extra: str, timeout: int = 600) -> list[tuple[int, str]]:
+    """Runs the worker as 2 processes; (exit code, stderr) of each."""
+    port = free_port()
+    procs = []
+    for pid in range(2):
+        env = dict(os.environ, POSREC_COORDINATOR=f"127.0.0.1:{port}", POSREC_NUM_PROCESSES="2",
+                   POSREC_PROCESS_ID=str(pid),
+                   XLA_FLAGS="--xla_force_host_platform_device_count=1")
+        procs.append(subprocess.Popen(
+            [sys.executable, str(TESTS / "distributed_worker.py"), str(out), mode, *extra],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        ))
+    results = []
+    for proc in procs:
+        try:
+            _, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for p in procs:
+                p.kill()
+            raise
+        results.append((proc.returncode, err))
+    return results
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("two_processes")
+    for code, err in launch(out, "sharding"):
+        assert code == 0, err[-4000:]
+    return out
+
+
+def test_two_processes_end_with_identical_parameters_equal_to_one_process(two_process_run):
+    """Each process fed only its half of every global batch; both hold the same parameters,
+    those of one process training on the whole batches (SGD, see parallel_worker)."""
+    p0 = dict(np.load(two_process_run / "params_0.npz"))
+    p1 = dict(np.load(two_process_run / "params_1.npz"))
+    assert p0.keys() == p1.keys() and p0
+    for name in p0:
+        np.testing.assert_array_equal(p0[name], p1[name], err_msg=name)
+    want = {jax.tree_util.keystr(p): np.asarray(x)
+            for p, x in jax.tree_util.tree_leaves_with_path(dw.train_epoch(None, (0, 1)))}
+    for name, value in want.items():
+        np.testing.assert_allclose(p0[name], value, atol=1e-5, err_msg=name)
+
+
+def test_two_process_run_writes_once_and_its_checkpoint_restores_in_one_process(
+    two_process_run,
+):
+    run = two_process_run / "run"
+    results = json.loads((run / "results.json").read_text())
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2]  # one writer: no duplicates
+    assert results["test"]["num_users"] == 120
+    got = evaluate.run(str(run), "test")  # this process: 1 device, no jax.distributed
+    for key, value in results["test"].items():
+        assert got[key] == pytest.approx(value, abs=1e-9), key
+
+
+def test_unreachable_coordinator_times_out_with_a_clear_message(tmp_path):
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "posrec.main", "--config=configs/quickstart.py",
+         f"--workdir={tmp_path / 'run'}", f"--coordinator_address=127.0.0.1:{free_port()}",
+         "--num_processes=2", "--process_id=1", "--initialization_timeout=5"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "could not join the distributed run at coordinator 127.0.0.1:" in proc.stderr
+    assert "within 5s" in proc.stderr and "Nothing accepts connections" in proc.stderr
+    assert time.monotonic() - t0 < 60
+    assert not (tmp_path / "run").exists()
+
+
+def test_processes_disagreeing_on_the_config_stop_with_a_clear_error(tmp_path):
+    for code, err in launch(tmp_path, "sharding", "disagree", timeout=300):
+        assert code == 2, err[-4000:]
+        assert "processes disagree on the config: process(es) [1] differ" in err
+    assert not (tmp_path / "run").exists()  # checked before anything is written
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(coordinator_address="127.0.0.1:1234", num_processes=2, process_id=2),
+         "process_id < num_processes"),
+        (dict(coordinator_address="127.0.0.1:1234", num_processes=0, process_id=0),
+         "num_processes >= 1"),
+        (dict(coordinator_address="localhost", num_processes=2, process_id=0), "host:port"),
+    ],
+)
+def test_bad_coordinator_arguments_are_config_errors(kwargs, match, monkeypatch):
+    for var in (parallel.ENV_NUM_PROCESSES, parallel.ENV_PROCESS_ID):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(ConfigError, match=match):
+        parallel.initialize_distributed(**kwargs)
+
+
+def test_single_process_needs_no_coordinator(monkeypatch):
+    for var in ("POSREC_COORDINATOR", "POSREC_DISTRIBUTED", "SLURM_NTASKS"):
+        monkeypatch.delenv(var, raising=False)
+    assert parallel.initialize_distributed() is False
+
+
+@pytest.mark.slow
+def test_two_processes_with_pmap(tmp_path):
+    for code, err in launch(tmp_path, "pmap"):
+        assert code == 0, err[-4000:]
+    p0 = dict(np.load(tmp_path / "params_0.npz"))
+    p1 = dict(np.load(tmp_path / "params_1.npz"))
+    want = {jax.tree_util.keystr(p): np.asarray(x)
+            for p, x in jax.tree_util.tree_leaves_with_path(dw.train_epoch(None, (0, 1)))}
+    for name, value in want.items():
+        np.testing.assert_array_equal(p0[name], p1[name], err_msg=name)
+        np.testing.assert_allclose(p0[name], value, atol=1e-5, err_msg=name)
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["test"]["num_users"] == 120
