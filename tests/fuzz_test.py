@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from posrec import config_lib, train
+from posrec import cli, config_lib, train
 from posrec.data import load_split
 from posrec.errors import DataError
 
@@ -192,8 +192,7 @@ def test_malformed_file_is_a_data_error_and_writes_nothing(fuzz_dir, kind, data)
 
 
 def test_cli_prints_one_line_without_traceback(tmp_path):
-    """The CLI reports a data error as one line and exit code 2; --debug shows the
-    traceback."""
+    """The CLI reports a data error as one line, exit code 2, no traceback."""
     bad = tmp_path / "bad.csv"
     bad.write_text("user_id,item_id,timestamp\n1,2,3\n1,-4,5\n")
     args = [sys.executable, "-m", "posrec.main", "--config=configs/quickstart.py",
@@ -209,7 +208,14 @@ def test_cli_prints_one_line_without_traceback(tmp_path):
     ], proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "run").exists()
-    debug = subprocess.run(args + ["--debug"], cwd=REPO, env=env, capture_output=True,
-                           text=True, timeout=300)
-    assert debug.returncode != 0 and "Traceback" in debug.stderr
-    assert "DataError" in debug.stderr
+
+
+def test_debug_reraises_with_the_traceback(capsys):
+    with pytest.raises(DataError, match="bad"):
+        with cli.report_errors(debug=True):
+            raise DataError("bad")
+    with pytest.raises(SystemExit) as exit_info:
+        with cli.report_errors(debug=False):
+            raise DataError("bad")
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == "posrec: error: bad\n"
