@@ -91,6 +91,10 @@ def default_config() -> ml_collections.ConfigDict:
     config.train = train = ml_collections.ConfigDict()
     train.num_epochs = 200
     train.batch_size = 128
+    # Length bucketing (batching.TrainBatches): each batch holds rows of one bucket and is
+    # cut to its window T_b, e.g. (50, 100, 200); model.max_len is always the last bucket.
+    # () = off: every batch is [B, max_len] (ML-1M: 46% padding; (50, 100, 200): 18%).
+    train.bucket_lengths = ()
     # "ce" (full softmax over the catalog) | "bce" (1 sampled negative) | "sampled_softmax"
     # (num_negatives shared negatives per step from `sampled_proposal`, logQ-corrected)
     train.loss = "ce"
@@ -197,6 +201,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _positive("model.kernel.init_noise", k.init_noise, 0)
     _positive("train.num_epochs", t.num_epochs)
     _positive("train.batch_size", t.batch_size)
+    if any(not isinstance(b, int) or isinstance(b, bool) or not 1 <= b <= m.max_len
+           for b in t.bucket_lengths):
+        raise ConfigError(
+            f"config.train.bucket_lengths={tuple(t.bucket_lengths)} must be integers in "
+            f"[1, model.max_len={m.max_len}]"
+        )
     _choice("train.loss", t.loss, ("ce", "bce", "sampled_softmax"))
     _positive("train.ce_chunk_size", t.ce_chunk_size, 0)
     _positive("train.num_negatives", t.num_negatives)

@@ -170,7 +170,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             config.eval.sampled,
         )
     batches = batching.TrainBatches(inputs_NxT, targets_NxT, config.train.batch_size, config.seed,
-                                    process_shard=(plan.process_index, plan.process_count))
+                                    process_shard=(plan.process_index, plan.process_count),
+                                    bucket_lengths=config.train.bucket_lengths)
     parallel.check_same("data", [seqs.num_users, num_items, inputs_NxT.shape,
                                  int(targets_NxT.sum()), len(split.test.targets)])
     if not restart:
@@ -259,7 +260,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             t_epoch = time.time()
             progress.new_epoch()
             pending = None
-            for batch in batches.epoch(meta["epoch"], meta["step_in_epoch"]):
+            # Batches are built one step ahead in a background thread (batching.prefetch).
+            for batch in batching.prefetch(batches.epoch(meta["epoch"], meta["step_in_epoch"])):
                 state, m = step_fn(state, batch, rng)
                 step += 1
                 meta["step_in_epoch"] += 1

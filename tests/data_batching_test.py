@@ -140,3 +140,196 @@ def test_eval_batches_padding_and_seen():
     assert b1["users"].tolist() == [7, -1, -1]
     assert (b1["inputs"][1:] == 0).all() and (b1["seen_BxS"][1:] == 0).all()
     assert b1["inputs"][0].tolist() == [0, 7, 8]
+
+
+# Length bucketing (issue 7): bucketing changes which rows share a batch and the window
+# width, never which targets carry loss; the order stays a function of (seed, epoch).
+
+
+def _ragged_examples(n, T, seed=0):
+    """Left-padded rows with lengths 0..T; every real input/target value names its row."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(0, T + 1, n)
+    lengths[:3] = [T, 1, 0]  # a full row, a one-item row, an empty row
+    x = np.zeros((n, T), np.int32)
+    for r, length in enumerate(lengths):
+        if length:
+            x[r, T - length :] = (r + 1) * 1000 + np.arange(length) + 1
+    y = np.where(x > 0, x + 500, 0).astype(np.int32)
+    return x, y, lengths
+
+
+def _collect(batches, T):
+    """{row id: (inputs, targets) right-aligned to width T} and the list of batch widths."""
+    seen, widths = {}, []
+    for bt in batches:
+        x, y = bt["inputs"], bt["targets"]
+        assert x.shape == y.shape and x.dtype == y.dtype == np.int32
+        widths.append(x.shape[1])
+        for xr, yr in zip(x, y, strict=True):
+            if not xr.any() and not yr.any():
+                continue  # a padding row (or an empty example: checked by count below)
+            rid = int(xr[xr > 0][0]) // 1000
+            assert rid not in seen, "a row appears twice in one epoch"
+            full_x = np.zeros(T, np.int32)
+            full_y = np.zeros(T, np.int32)
+            full_x[T - len(xr) :], full_y[T - len(yr) :] = xr, yr
+            seen[rid] = (full_x, full_y)
+    return seen, widths
+
+
+@pytest.mark.parametrize("buckets,drop_last", [((4, 8), False), ((2, 5, 9), False),
+                                               ((4, 8), True), ((16,), False)])
+def test_bucketing_every_target_once_per_epoch_in_smallest_bucket(buckets, drop_last):
+    T, B = 16, 5
+    x, y, lengths = _ragged_examples(83, T)
+    tb = TrainBatches(x, y, batch_size=B, seed=7, drop_last=drop_last, bucket_lengths=buckets)
+    full = sorted(set(buckets) | {T})
+    assert tb.buckets == tuple(full)
+    smallest = np.asarray(full)[np.searchsorted(full, lengths)]
+    sizes = [int((smallest == b).sum()) for b in full]
+    want_steps = sum(n // B if drop_last else -(-n // B) for n in sizes)
+    assert tb.steps_per_epoch() == want_steps
+    for epoch in range(3):
+        batches = list(tb.epoch(epoch))
+        assert len(batches) == want_steps
+        seen, widths = _collect(batches, T)
+        for bt, width in zip(batches, widths, strict=True):
+            assert width in full and bt["inputs"].shape == (B, width)
+            rows = [int(r[r > 0][0]) // 1000 - 1 for r in bt["inputs"] if r.any()]
+            # Every row of the batch has this bucket as its smallest fitting bucket.
+            assert all(smallest[r] == width for r in rows)
+        if not drop_last:
+            # Every non-empty example exactly once, with all its targets, unchanged.
+            assert sorted(seen) == sorted(int(r) + 1 for r in np.flatnonzero(lengths))
+            for rid, (fx, fy) in seen.items():
+                np.testing.assert_array_equal(fx, x[rid - 1])
+                np.testing.assert_array_equal(fy, y[rid - 1])
+            assert sum(int((fy > 0).sum()) for _, fy in seen.values()) == int((y > 0).sum())
+        else:  # full batches only; each bucket drops fewer than B rows
+            plan = tb.epoch_plan(epoch)
+            assert all(len(idx) == B for idx, _ in plan)
+            used = np.concatenate([idx for idx, _ in plan])
+            assert len(np.unique(used)) == len(used)
+            for b, n in zip(full, sizes, strict=True):
+                assert n - np.sum(smallest[used] == b) < B
+
+
+def test_bucketing_deterministic_resumable_and_epochs_differ():
+    x, y, _ = _ragged_examples(61, 12, seed=1)
+    a = TrainBatches(x, y, batch_size=4, seed=3, bucket_lengths=(3, 6))
+    b = TrainBatches(x, y, batch_size=4, seed=3, bucket_lengths=(6, 3))  # order irrelevant
+    e1 = list(a.epoch(1))
+    list(b.epoch(0))  # drawing another epoch first changes nothing
+    e1b = list(b.epoch(1))
+    assert [bt["inputs"].shape for bt in e1] == [bt["inputs"].shape for bt in e1b]
+    for p, q in zip(e1, e1b, strict=True):
+        np.testing.assert_array_equal(p["inputs"], q["inputs"])
+        np.testing.assert_array_equal(p["targets"], q["targets"])
+    tail = list(a.epoch(1, start_step=5))
+    assert len(tail) == len(e1) - 5
+    for p, q in zip(tail, e1[5:], strict=True):
+        np.testing.assert_array_equal(p["inputs"], q["inputs"])
+    e2 = list(a.epoch(2))
+    assert [bt["inputs"].shape for bt in e1] != [bt["inputs"].shape for bt in e2] or any(
+        not np.array_equal(p["inputs"], q["inputs"]) for p, q in zip(e1, e2, strict=True))
+
+
+def test_no_buckets_is_the_documented_permutation():
+    """bucket_lengths=() keeps the unbucketed batches bit for bit (running runs resume)."""
+    x, y, _ = _ragged_examples(23, 6, seed=2)
+    tb = TrainBatches(x, y, batch_size=5, seed=4)
+    assert tb.buckets == ()
+    perm = np.random.default_rng([4, 2]).permutation(23)
+    got = list(tb.epoch(2))
+    assert len(got) == 5
+    for s, bt in enumerate(got):
+        idx = perm[s * 5 : (s + 1) * 5]
+        want = np.zeros((5, 6), np.int32)
+        want[: len(idx)] = x[idx]
+        np.testing.assert_array_equal(bt["inputs"], want)
+
+
+def test_bucketing_process_shards_rebuild_the_global_batch():
+    x, y, _ = _ragged_examples(50, 10, seed=5)
+    kw = dict(batch_size=6, seed=2, bucket_lengths=(4,))
+    whole = list(TrainBatches(x, y, **kw).epoch(0))
+    parts = [list(TrainBatches(x, y, process_shard=(i, 3), **kw).epoch(0)) for i in range(3)]
+    for s, bt in enumerate(whole):
+        np.testing.assert_array_equal(
+            bt["inputs"], np.concatenate([p[s]["inputs"] for p in parts]))
+
+
+def test_bucketing_rejects_lengths_outside_the_window():
+    x, y, _ = _ragged_examples(10, 8)
+    with pytest.raises(ValueError, match="bucket_lengths"):
+        TrainBatches(x, y, batch_size=2, seed=0, bucket_lengths=(4, 9))
+    with pytest.raises(ValueError, match="bucket_lengths"):
+        TrainBatches(x, y, batch_size=2, seed=0, bucket_lengths=(0, 4))
+
+
+@pytest.mark.parametrize("positional", ["absolute", "kernel"])
+def test_window_width_does_not_change_outputs_at_real_positions(positional):
+    """What bucketing relies on: a left-padded row gives the same hidden states at its real
+    positions in a [B, T_b] window as in the [B, T] window (absolute PE indexes positions
+    from the right; Full kernel factors use their last T_b rows/cols, Toeplitz the first
+    T_b offsets)."""
+    import jax
+
+    from posrec.config_lib import default_config
+    from posrec.models import sasrec
+
+    cfg = default_config().model
+    cfg.max_len, cfg.hidden, cfg.positional = 12, 8, positional
+    cfg.kernel.init = "identity_noise"
+    cfg.kernel.init_noise = 0.3  # non-trivial U and L
+    model = sasrec.SASRec(cfg, 30)
+    x, _, _ = _ragged_examples(6, 12, seed=3)
+    x = np.where(x > 0, x % 29 + 1, 0).astype(np.int32)
+    x[:, :7] = 0  # every row fits a window of 5
+    params = model.init(jax.random.key(0), x, train=False)
+    full = np.asarray(model.apply(params, x, train=False))
+    short = np.asarray(model.apply(params, x[:, 7:], train=False))
+    real = x[:, 7:] > 0
+    np.testing.assert_allclose(short[real], full[:, 7:][real], rtol=1e-5, atol=1e-5)
+
+
+def test_prefetch_same_items_errors_and_early_close():
+    import threading
+
+    from posrec.data.batching import prefetch
+
+    assert list(prefetch(iter(range(10)), size=3, transform=lambda v: v * 2)) == list(
+        range(0, 20, 2))
+
+    def failing():
+        yield 1
+        raise RuntimeError("boom")
+
+    got = []
+    with pytest.raises(RuntimeError, match="boom"):
+        for v in prefetch(failing()):
+            got.append(v)
+    assert got == [1]
+    produced = []
+
+    def endless():
+        i = 0
+        while True:
+            produced.append(i)
+            yield i
+            i += 1
+
+    before = threading.active_count()
+    gen = prefetch(endless(), size=2)
+    assert [next(gen) for _ in range(3)] == [0, 1, 2]
+    gen.close()  # stops the producer thread
+    assert threading.active_count() == before
+    assert len(produced) <= 3 + 2 + 2
+
+
+def test_seen_width_powers_of_two():
+    from posrec.data.batching import seen_width
+
+    assert [seen_width(n) for n in (0, 1, 64, 65, 128, 129, 2275)] == [
+        64, 64, 64, 128, 128, 256, 4096]
