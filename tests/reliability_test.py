@@ -23,7 +23,7 @@ import jax
 import numpy as np
 import pytest
 
-from posrec import checkpoint, config_lib, train
+from posrec import checkpoint, config_lib, losses, train
 from posrec.data import batching
 from posrec.errors import EXIT_INTERRUPTED, CheckpointError, ConfigError, Interrupted
 from posrec.models import sasrec
@@ -410,8 +410,10 @@ def test_train_step_leaves_state_unchanged_on_a_poisoned_batch():
     config = tiny_config()
     model = sasrec.SASRec(config.model, 40)
     state = train.init_state(config, model)
-    # built like the training loop's step (same program, so the compilation cache serves it)
-    step = jax.jit(functools.partial(train.train_step, model=model, loss="ce"), donate_argnums=0)
+    # the training loop's per-device step, on one device without posrec.parallel's wrapper
+    step = jax.jit(functools.partial(train.train_step, model=model,
+                                     loss_fn=losses.make_loss(config.train, None)),
+                   donate_argnums=0)
     inputs = np.tile(np.arange(1, 9, dtype=np.int32), (32, 1))
     batch = {"inputs": inputs, "targets": np.roll(inputs, -1, axis=1)}
     before = jax.device_get(state.params)
