@@ -9,6 +9,16 @@ import sys
 from posrec.errors import EXIT_INTERRUPTED, Interrupted, PosrecError
 
 
+def quiet_orbax_logs() -> None:
+    """Drop orbax's INFO lines (every save/restore) from absl's stderr handler, so a CLI's
+    own lines stay readable; orbax warnings and errors still show."""
+    from absl import logging
+
+    logging.get_absl_handler().addFilter(
+        lambda r: "/orbax/" not in r.pathname or r.levelno >= logging.converter.STANDARD_WARNING
+    )
+
+
 def rerun_command() -> str:
     """The current command line as a shell string, `python -m <module> ...` when run with -m."""
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)

@@ -12,7 +12,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from posrec import parallel, train
-from posrec.cli import report_errors
+from posrec.cli import quiet_orbax_logs, report_errors
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, logs, results).")
@@ -37,8 +37,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.INFO)
-    # Orbax logs every save/restore at INFO through absl; keep posrec's own lines readable.
-    logging.get_absl_handler().addFilter(lambda r: "/orbax/" not in r.pathname)
+    quiet_orbax_logs()
     with report_errors(_DEBUG.value):
         # Before anything touches a device: JAX must know about the other processes first.
         parallel.initialize_distributed(

@@ -266,8 +266,9 @@ def main(argv):
     del argv
     from absl import flags
 
-    from posrec.cli import report_errors
+    from posrec.cli import quiet_orbax_logs, report_errors
 
+    quiet_orbax_logs()
     f = flags.FLAGS
     with report_errors(f.debug):
         print(run(f.workdir, user=f.user, history=f.history, k=f.k,

@@ -2,8 +2,8 @@
 
 Every training run here uses one tiny synthetic config (4 steps per epoch, 3 epochs), so the
 persistent compilation cache (`jax_compile_cache`) lets all but the first run skip compiling.
-Interruptions are real signals: in-process ones are sent with os.kill from inside the batch
-iterator, right before a chosen step, so they land at a known step boundary.
+Interruptions are real signals: in-process ones are sent with os.kill right after a chosen
+step was dispatched, so they land at a known step boundary.
 """
 
 import functools
@@ -86,19 +86,19 @@ def straight(tmp_path_factory):
     return workdir, results, records.messages
 
 
-def signal_before_step(monkeypatch, plan):
-    """Send `plan[step]` (a signal number) to this process right before global step `step`
-    (1-based) runs; the loop then stops after that step."""
-    real_epoch = batching.TrainBatches.epoch
+def signal_after_step(monkeypatch, plan):
+    """Send `plan[step]` (a signal number) to this process right after global step `step`
+    (1-based) was dispatched, from the progress line the loop prints then (log_every=1); the
+    loop must stop after exactly that step. (Not from the batch iterator: batches are built
+    ahead in a background thread.)"""
+    real_line = train.Progress.line
 
-    def epoch(self, e, start_step=0):
-        for i, batch in enumerate(real_epoch(self, e, start_step), start_step):
-            signum = plan.get(e * self.steps_per_epoch() + i + 1)
-            if signum is not None:
-                os.kill(os.getpid(), signum)
-            yield batch
+    def line(self, step, epoch, pos):
+        if step in plan:
+            os.kill(os.getpid(), plan[step])
+        return real_line(self, step, epoch, pos)
 
-    monkeypatch.setattr(batching.TrainBatches, "epoch", epoch)
+    monkeypatch.setattr(train.Progress, "line", line)
 
 
 def poison_step(monkeypatch, step):
@@ -163,7 +163,7 @@ def test_two_interruptions_then_resume_equal_uninterrupted(straight, tmp_path, m
     second = (first // STEPS_PER_EPOCH + 2) * STEPS_PER_EPOCH  # end of the next epoch
     workdir = tmp_path / "run"
 
-    signal_before_step(monkeypatch, {first: signal.SIGTERM})
+    signal_after_step(monkeypatch, {first: signal.SIGTERM})
     with pytest.raises(Interrupted, match=f"SIGTERM: saved checkpoints/latest at step {first} "):
         train.train_and_evaluate(tiny_config(), workdir)
     _, _, meta = _latest_state(workdir)
@@ -173,7 +173,7 @@ def test_two_interruptions_then_resume_equal_uninterrupted(straight, tmp_path, m
     assert meta["epoch_loss_count"] == first % STEPS_PER_EPOCH
     assert not (workdir / "results.json").exists()
 
-    signal_before_step(monkeypatch, {second: signal.SIGINT})
+    signal_after_step(monkeypatch, {second: signal.SIGINT})
     with pytest.raises(Interrupted, match=f"SIGINT: .* step {second} \\(end of epoch"):
         train.train_and_evaluate(tiny_config(), workdir)
     assert _latest_state(workdir)[2]["step_in_epoch"] == 0
