@@ -5,7 +5,8 @@
     python -m posrec.report --root=runs/sweeps/ml1m_budget
 
 SASRec+ setup (T=200, d=64, 2 blocks, 1 head, dropout 0.1, lr 1e-3, batch 128, CE), one
-seed, every variant trained for the same 15 epochs (validation every epoch, the best
+seed, length-bucketed batches (T in 50/100/200, for CPU speed; the same for every variant),
+every variant trained for the same 15 epochs (validation every epoch, the best
 validation checkpoint tested). 15 epochs is far from convergence on ML-1M (SASRec+ needs
 ~100+): this compares how fast each scheme learns on a CPU budget, not final accuracy.
 """
@@ -37,6 +38,6 @@ def get_sweep():
             },
         },
         seeds=[0],
-        common={"train.num_epochs": 15},
+        common={"train.num_epochs": 15, "train.bucket_lengths": (50, 100, 200)},
         baseline="absolute",
     )
