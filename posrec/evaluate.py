@@ -55,19 +55,26 @@ def make_scorer(
 def evaluate(
     scorer, params, ev: EvalSet, config: ml_collections.ConfigDict, num_items: int
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """(summary metrics, per-user arrays incl. `users` and `rank`) on one evaluation set."""
+    """(summary metrics, per-user arrays incl. `users` and `rank`) on one evaluation set.
+
+    Users are scored in batches sorted by history length with windows cut to the batch
+    (`batching.eval_batches(by_length=True)`, built one batch ahead in a background thread);
+    ranks and top-K lists are put back in the order of `ev`.
+    """
     ks = tuple(int(k) for k in config.eval.ks)
     params = scorer.place(params)  # replicated on the scorer's devices once, not per batch
-    ranks, topks = [], []
-    for batch in batching.eval_batches(
-        ev, config.model.max_len, config.eval.batch_size, num_items
-    ):
+    ranks, topks, rows = [], [], []
+    for batch in batching.prefetch(batching.eval_batches(
+        ev, config.model.max_len, config.eval.batch_size, num_items, by_length=True
+    )):
         r, t = scorer(params, batch["inputs"], batch["targets"], batch["seen_BxS"])
         keep = np.asarray(batch["valid"])
         ranks.append(np.asarray(r)[keep])
         topks.append(np.asarray(t)[keep])
-    ranks_U = np.concatenate(ranks)
-    topk_UxK = np.concatenate(topks)
+        rows.append(batch["rows"][keep])
+    order_U = np.argsort(np.concatenate(rows))
+    ranks_U = np.concatenate(ranks)[order_U]
+    topk_UxK = np.concatenate(topks)[order_U]
     summary = metrics.summarize(ranks_U, topk_UxK, ks, num_items)
     per_user = {"users": np.asarray(ev.users), "rank": ranks_U}
     return summary, per_user

@@ -333,3 +333,78 @@ def test_seen_width_powers_of_two():
 
     assert [seen_width(n) for n in (0, 1, 64, 65, 128, 129, 2275)] == [
         64, 64, 64, 128, 128, 256, 4096]
+
+
+def _random_eval_set(n_users, num_items, max_hist, seed=0):
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, max_hist + 1, n_users)
+    lengths[:2] = [max_hist, 1]
+    hist = rng.integers(1, num_items + 1, int(lengths.sum())).astype(np.int32)
+    return EvalSet(
+        history=hist,
+        offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        targets=rng.integers(1, num_items + 1, n_users).astype(np.int32),
+        users=np.arange(n_users, dtype=np.int64) * 3,
+    )
+
+
+def test_eval_batches_by_length_cover_users_once_with_cut_windows():
+    from posrec.data.batching import eval_window
+
+    ev = _random_eval_set(53, 40, 90, seed=1)
+    lengths = np.diff(ev.offsets)
+    plain = list(eval_batches(ev, max_len=40, batch_size=8, num_items=40))
+    by_len = list(eval_batches(ev, max_len=40, batch_size=8, num_items=40, by_length=True))
+    assert len(plain) == len(by_len) == 7
+    full_inputs = np.concatenate([b["inputs"][b["valid"]] for b in plain])
+    rows = np.concatenate([b["rows"][b["valid"]] for b in by_len])
+    assert sorted(rows.tolist()) == list(range(53))
+    assert np.all(np.diff(lengths[rows]) >= 0)  # sorted by history length
+    for b in by_len:
+        r = b["rows"][b["valid"]]
+        T = b["inputs"].shape[1]
+        assert T == eval_window(min(int(lengths[r].max()), 40), 40) and T in (16, 32, 40)
+        np.testing.assert_array_equal(b["inputs"][b["valid"]], full_inputs[r][:, 40 - T :])
+        assert (full_inputs[r][:, : 40 - T] == 0).all()  # only padding was cut
+        np.testing.assert_array_equal(b["targets"][b["valid"]], ev.targets[r])
+        np.testing.assert_array_equal(b["users"][b["valid"]], ev.users[r])
+        assert (b["rows"][~b["valid"]] == -1).all()
+
+
+@pytest.mark.parametrize(
+    "positional", ["absolute", "kernel", "sinusoidal", "rope", "alibi", "learned_bias", "none"])
+def test_evaluate_ranks_equal_full_window_row_order_reference(positional):
+    """evaluate() (length-sorted batches, cut windows) gives exactly the ranks and metrics of
+    scoring every user alone with the full max_len window, in row order."""
+    import jax
+
+    from posrec import evaluate, metrics
+    from posrec.config_lib import default_config
+    from posrec.models import sasrec
+
+    config = default_config()
+    config.model.update(max_len=48, hidden=16, positional=positional)
+    config.model.kernel.init = "identity_noise"
+    config.model.kernel.init_noise = 0.3
+    config.model.bias.kind = "full"
+    config.eval.batch_size = 16
+    num_items = 60
+    ev = _random_eval_set(70, num_items, 120, seed=2)
+    model = sasrec.SASRec(config.model, num_items)
+    params = model.init(jax.random.key(3), np.ones((1, 48), np.int32), train=False)["params"]
+    params = jax.tree.map(lambda p: p + 0.05 * jax.random.normal(jax.random.key(4), p.shape),
+                          params)  # non-trivial learned biases / positions
+    scorer = evaluate.make_scorer(model, 100, True)
+    summary, per_user = evaluate.evaluate(scorer, params, ev, config, num_items)
+
+    ranks = []
+    for b in eval_batches(ev, max_len=48, batch_size=1, num_items=num_items):
+        h = model.apply({"params": params}, b["inputs"], train=False)[:, -1]
+        r, _ = metrics.rank_and_topk(h @ sasrec.item_table(params).T, b["targets"],
+                                     b["seen_BxS"], 100)
+        ranks.append(int(r[0]))
+    np.testing.assert_array_equal(per_user["rank"], ranks)
+    np.testing.assert_array_equal(per_user["users"], ev.users)
+    assert summary["ndcg@10"] == pytest.approx(
+        metrics.summarize(np.array(ranks), np.zeros((70, 1), int), (10,), num_items)["ndcg@10"],
+        abs=0)

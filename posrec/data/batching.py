@@ -188,11 +188,27 @@ class TrainBatches:
             yield {"inputs": x, "targets": y}
 
 
-def eval_batches(ev: EvalSet, max_len: int, batch_size: int, num_items: int) -> Iterator[dict]:
-    """Fixed-size evaluation batches, in row order.
+def eval_window(longest: int, max_len: int) -> int:
+    """Window width of a `by_length` evaluation batch: the smallest power of two >= its
+    longest history (at least 16), capped at max_len, so at most log2(max_len / 16) + 2
+    shapes compile."""
+    return min(int(max_len), max(16, 1 << max(int(longest) - 1, 0).bit_length()))
+
+
+def eval_batches(
+    ev: EvalSet, max_len: int, batch_size: int, num_items: int, by_length: bool = False
+) -> Iterator[dict]:
+    """Fixed-size evaluation batches, in row order (or by history length).
+
+    `by_length=True` visits the users sorted by history length (stable) and cuts each
+    batch's window to T = `eval_window(longest history in the batch, max_len)`: the model's
+    output at the last position does not depend on left padding, so every user's scores are
+    those of the full window (up to float rounding) at ~60% of the cost on ML-1M; "rows"
+    says where each user sits in `ev`.
 
     Yields dicts with:
-        "inputs": int32 [B, T] the last T items of each history, left-padded with 0.
+        "inputs": int32 [B, T] the last T items of each history, left-padded with 0
+            (T = max_len unless by_length).
         "targets": int32 [B] (0 on padding rows).
         "seen_BxS": int32 [B, S] every item of the full history (for exclude_seen masking),
             left-padded with 0; S = `seen_width(longest history in the batch)`, a power of
@@ -200,6 +216,7 @@ def eval_batches(ev: EvalSet, max_len: int, batch_size: int, num_items: int) -> 
         "valid": bool [B], False on the padding rows of the final batch (padded to B).
         "users": int64 [B] internal user index per row, -1 on padding rows (for per-user
             metrics and paired tests).
+        "rows": int64 [B] index of the row's user in `ev`, -1 on padding rows.
     """
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -208,29 +225,34 @@ def eval_batches(ev: EvalSet, max_len: int, batch_size: int, num_items: int) -> 
     if top > num_items:
         raise DataError(f"evaluation set has item ids above num_items={num_items}")
     lengths = np.diff(ev.offsets)
+    order = np.argsort(lengths, kind="stable") if by_length else np.arange(n)
     for lo in range(0, n, batch_size):
-        hi = min(lo + batch_size, n)
-        k = hi - lo
-        starts = ev.offsets[lo:hi]
-        ends = ev.offsets[lo + 1 : hi + 1]
-        longest = int(lengths[lo:hi].max()) if k else 0
+        rows = order[lo : lo + batch_size]
+        k = len(rows)
+        starts = ev.offsets[rows]
+        ends = ev.offsets[rows + 1]
+        longest = int(lengths[rows].max()) if k else 0
         S = seen_width(longest)
-        inputs = np.zeros((batch_size, max_len), np.int32)
+        T = eval_window(min(longest, max_len), max_len) if by_length else max_len
+        inputs = np.zeros((batch_size, T), np.int32)
         seen = np.zeros((batch_size, S), np.int32)
         targets = np.zeros((batch_size,), np.int32)
         valid = np.zeros((batch_size,), bool)
         users = np.full((batch_size,), -1, np.int64)
-        inputs[:k] = left_pad_windows(ev.history, starts, ends, max_len)
+        rows_B = np.full((batch_size,), -1, np.int64)
+        inputs[:k] = left_pad_windows(ev.history, starts, ends, T)
         seen[:k] = left_pad_windows(ev.history, starts, ends, S)
-        targets[:k] = ev.targets[lo:hi]
+        targets[:k] = ev.targets[rows]
         valid[:k] = True
-        users[:k] = ev.users[lo:hi]
+        users[:k] = ev.users[rows]
+        rows_B[:k] = rows
         yield {
             "inputs": inputs,
             "targets": targets,
             "seen_BxS": seen,
             "valid": valid,
             "users": users,
+            "rows": rows_B,
         }
 
 

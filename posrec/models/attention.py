@@ -48,8 +48,16 @@ def scores(q_BxTxHxD: Array, k_BxTxHxD: Array) -> Array:
 
 
 def aggregate(weights_BxHxTxT: Array, v_BxTxHxD: Array) -> Array:
-    """Weighted sum of values: [B, T, H, D]."""
-    return jnp.einsum("bhqk,bkhd->bqhd", weights_BxHxTxT.astype(v_BxTxHxD.dtype), v_BxTxHxD)
+    """Weighted sum of values: [B, T, H, D].
+
+    Computed as [B, H, T, D] and then transposed: XLA:CPU lowers "bhqk,bkhd->bqhd" directly
+    to a batched dot with transposed operands and output, 1.3-2x slower at B=128-256, T=200
+    (BENCHMARKS.md, attention layout).
+    """
+    out_BxHxTxD = jnp.einsum(
+        "bhqk,bkhd->bhqd", weights_BxHxTxT.astype(v_BxTxHxD.dtype), v_BxTxHxD
+    )
+    return out_BxHxTxD.transpose(0, 2, 1, 3)
 
 
 def plain_attention(
