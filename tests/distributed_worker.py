@@ -1,19 +1,22 @@
-"""One process of the 2-process jax.distributed run of tests/distributed_test.py.
+"""One process of the 2-process jax.distributed runs of tests/distributed_test.py.
 
     POSREC_COORDINATOR=127.0.0.1:PORT POSREC_NUM_PROCESSES=2 POSREC_PROCESS_ID=i \
         python tests/distributed_worker.py OUT MODE [disagree]
 
 Joins the run through `parallel.initialize_distributed` (from the environment), trains
 `parallel_worker`'s tiny model for one epoch on this process's rows of every global batch
-(`TrainBatches(process_shard=...)`) and saves the parameters it ends with to
-OUT/params_<i>.npz; then runs `train.train_and_evaluate` on a tiny synthetic task in OUT/run
-(shared by both processes). With "disagree", process 1 uses another seed: both processes
-must stop with a clear error instead.
+(`TrainBatches(process_shard=...)`), saves the parameters it ends with to
+OUT/params_<i>.npz, writes them as the `best` checkpoint of the run directory OUT/run (all
+processes save together; process 0 writes config.json) and evaluates them on the test users
+of a tiny synthetic data set with both processes (process 0 writes OUT/eval.json). With
+"disagree", process 1 starts `train.train_and_evaluate` with another seed than process 0:
+both must stop with a clear error.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import sys
 from pathlib import Path
 
@@ -21,9 +24,10 @@ import jax
 import numpy as np
 import parallel_worker as pw
 
-from posrec import config_lib, parallel, train
+from posrec import checkpoint, config_lib, evaluate, parallel, train
 from posrec.cli import report_errors
-from posrec.data import batching
+from posrec.data import batching, load_split
+from posrec.models import sasrec
 
 NUM_EXAMPLES, B = 20, 8  # 3 steps per epoch, the last one partly padding
 
@@ -52,13 +56,14 @@ def train_epoch(plan: parallel.Plan | None, shard: tuple[int, int]):
     return state.params
 
 
-def tiny_run_config(seed: int = 0):
-    config = config_lib.default_config()
-    config.data.synthetic.update(num_users=120, num_items=30, seq_len=12)
+def run_config(seed: int = 0):
+    """A synthetic task with exactly `pw.NUM_ITEMS` items and `pw.tiny_config()`'s model, so
+    a run directory with this config.json restores the trained parameters."""
+    config = pw.tiny_config()
+    config.data.synthetic.update(num_users=120, num_items=pw.NUM_ITEMS, seq_len=12)
     config.data.min_user_count = config.data.min_item_count = 0
-    config.model.update(max_len=8, hidden=16, num_blocks=1, positional="absolute")
-    config.train.update(num_epochs=2, batch_size=32, log_every=1000)
-    config.eval.update(batch_size=25, ks=(1, 5, 10))  # 120 users: a partial last batch
+    config.train.update(num_epochs=1, batch_size=32, log_every=1000)
+    config.eval.batch_size = 25  # 120 users: a partial last batch
     config.seed = seed
     return config
 
@@ -67,14 +72,28 @@ def main(out: Path, mode: str, disagree: bool) -> None:
     with report_errors(debug=False):
         assert parallel.initialize_distributed(timeout_s=60)
         pid = jax.process_index()
-        config = tiny_run_config(seed=pid if disagree else 0)
-        config.train.parallelism = mode
-        if not disagree:
-            params = train_epoch(parallel.make_plan(mode), (pid, jax.process_count()))
-            flat = {jax.tree_util.keystr(p): np.asarray(x)
-                    for p, x in jax.tree_util.tree_leaves_with_path(params)}
-            np.savez(out / f"params_{pid}.npz", **flat)
-        train.train_and_evaluate(config, out / "run")
+        if disagree:
+            train.train_and_evaluate(run_config(seed=pid), out / "run")
+            return
+        plan = parallel.make_plan(mode)
+        params = train_epoch(plan, (pid, jax.process_count()))
+        flat = {jax.tree_util.keystr(p): np.asarray(x)
+                for p, x in jax.tree_util.tree_leaves_with_path(params)}
+        np.savez(out / f"params_{pid}.npz", **flat)
+
+        config = run_config()
+        run = out / "run"
+        if parallel.is_primary():
+            run.mkdir()
+            config_lib.save_or_check(config, run)
+        mngr = checkpoint.manager(run, "best")  # every process takes part in the save
+        checkpoint.save(mngr, 3, params, {"unused": np.zeros(1)}, {"step": 3, "epoch": 1})
+        split, seqs = load_split(config)
+        model = sasrec.SASRec(config.model, seqs.num_items)
+        scorer = evaluate.make_scorer(model, max(config.eval.ks), True, plan=plan)
+        summary, _ = evaluate.evaluate(scorer, params, split.test, config, seqs.num_items)
+        if parallel.is_primary():
+            (out / "eval.json").write_text(json.dumps(summary))
 
 
 if __name__ == "__main__":

@@ -20,8 +20,8 @@ import pytest
 from posrec import checkpoint, config_lib, parallel, train
 from posrec.errors import ConfigError
 
-TRAINED = ["sharding/ce", "sharding/ce_chunked", "pmap/ce"]
-SAMPLED_LOSSES = ["bce", "sampled_softmax"]  # their negatives: slow test below
+TRAINED = ["sharding/ce", "pmap/ce"]
+MORE_LOSSES = ["ce_chunked", "bce", "sampled_softmax"]  # slow test below
 
 
 def run_worker(out: Path, *losses: str):
@@ -64,11 +64,12 @@ def test_two_devices_train_like_one_device(two_devices, key):
 
 
 @pytest.mark.slow
-def test_two_devices_train_like_one_device_with_sampled_losses(tmp_path):
-    """BCE draws per-row negatives from the global row index, sampled softmax shares its
-    negatives through the step key: both give one device's parameters on two."""
-    result = run_worker(tmp_path, *SAMPLED_LOSSES)
-    for loss_name in SAMPLED_LOSSES:
+def test_two_devices_train_like_one_device_with_other_losses(tmp_path):
+    """Chunked CE under shard_map; BCE draws per-row negatives from the global row index,
+    sampled softmax shares its negatives through the step key: all give one device's
+    parameters on two."""
+    result = run_worker(tmp_path, *MORE_LOSSES)
+    for loss_name in MORE_LOSSES:
         check_against_reference(*result, f"sharding/{loss_name}")
 
 
@@ -112,8 +113,7 @@ def one_device_evaluation(two_devices):
     return pw.evaluate_with_plan(parallel.make_plan("sharding", 1), params, 0)
 
 
-@pytest.mark.parametrize("mode", parallel.PARALLELISM)
-@pytest.mark.parametrize("chunk", [0, 7])
+@pytest.mark.parametrize("mode,chunk", pw.EVALUATIONS)
 def test_evaluation_identical_on_two_devices(two_devices, one_device_evaluation, mode, chunk):
     """23 users, batches of 5, 2 devices, catalog in chunks of 7 or whole: every user once,
     the same ranks and metrics as one device scoring the whole catalog."""
