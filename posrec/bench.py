@@ -148,6 +148,7 @@ def model_config(args: argparse.Namespace, variant: str) -> ml_collections.Confi
                         num_heads=args.num_heads, dropout=args.dropout, positional=positional)
     config.model.kernel.u, config.model.kernel.l = u_factor, l_factor
     config.train.batch_size = args.batch_size
+    config.train.rng_impl = args.rng_impl
     config.eval.batch_size = args.eval_batch_size
     return config
 
@@ -185,7 +186,7 @@ def build_case(variant: str, num_items: int, data: Data, args: argparse.Namespac
     state = train.init_state(config, model)
     step = jax.jit(functools.partial(train.train_step, model=model, loss_fn=loss_fn),
                    donate_argnums=0)
-    rng = jax.random.key(1)
+    rng = jax.random.key(1, impl=args.rng_impl)
     compile_s, memory = 0.0, 0
     for b in batches:
         T = b["inputs"].shape[1]
@@ -297,6 +298,7 @@ def benchmark(args: argparse.Namespace, log=print) -> dict[str, Any]:
         settings=dict(batch_size=args.batch_size, max_len=args.max_len, hidden=args.hidden,
                       num_blocks=args.num_blocks, num_heads=args.num_heads,
                       dropout=args.dropout, bucket_lengths=list(args.bucket_lengths),
+                      rng_impl=args.rng_impl,
                       steps=args.steps, rounds=args.rounds, eval_users=args.eval_users,
                       eval_batch_size=args.eval_batch_size),
     )
@@ -416,6 +418,10 @@ def ablations(args: argparse.Namespace, log=print) -> dict[str, Any]:
          lambda v: build_case(v, args.num_items[0], base, no_buckets))
     pair("bucketing", lambda v: build_case(v, args.num_items[0], base, no_buckets),
          lambda v: build_case(v, args.num_items[0], base, args))
+    rbg = argparse.Namespace(**{**vars(args), "rng_impl": "rbg"})
+    threefry = argparse.Namespace(**{**vars(args), "rng_impl": "threefry2x32"})
+    pair("rng_impl", lambda v: build_case(v, args.num_items[0], base, threefry),
+         lambda v: build_case(v, args.num_items[0], base, rbg))
     original = attention.aggregate
     try:
         attention.aggregate = _aggregate_bqhd
@@ -581,6 +587,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--variants", type=lambda s: tuple(s.split(",")), default=tuple(VARIANTS))
     p.add_argument("--bucket_lengths", type=_ints, default=(50, 100, 200),
                    help="train.bucket_lengths of the measured batches ('' = off)")
+    p.add_argument("--rng_impl", default="threefry2x32", choices=("threefry2x32", "rbg"),
+                   help="train.rng_impl (dropout PRNG)")
     p.add_argument("--steps", type=int, default=8, help="training batches per round")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--eval_users", type=int, default=0,

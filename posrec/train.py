@@ -212,7 +212,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     if primary:
         _truncate_jsonl(workdir / "metrics.jsonl", int(state.step))
 
-    rng = plan.replicate(jax.random.key(config.seed + 1))
+    rng = plan.replicate(jax.random.key(config.seed + 1, impl=config.train.rng_impl))
     item_counts_N = np.bincount(targets_NxT.ravel(), minlength=num_items + 1)
     step_fn = plan.make_train_step(functools.partial(
         train_step, model=model, loss_fn=losses.make_loss(config.train, item_counts_N)
