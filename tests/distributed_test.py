@@ -95,7 +95,8 @@ def test_launch_script_runs_posrec_main_on_two_processes(tmp_path):
     proc = subprocess.run(
         ["launch/local_multiprocess.sh", "2", "--config=configs/quickstart.py",
          f"--workdir={run}", "--config.data.synthetic.num_users=300",
-         "--config.data.synthetic.num_items=40", "--config.model.max_len=12",
+         "--config.data.synthetic.num_items=40", "--config.data.synthetic.seq_len=16",
+         "--config.model.max_len=12",
          "--config.model.hidden=16", "--config.train.num_epochs=2",
          "--config.train.eval_every=1", "--config.train.batch_size=64",
          "--config.eval.batch_size=50"],
