@@ -98,7 +98,9 @@ def default_config() -> ml_collections.ConfigDict:
     # "ce" (full softmax over the catalog) | "bce" (1 sampled negative) | "sampled_softmax"
     # (num_negatives shared negatives per step from `sampled_proposal`, logQ-corrected)
     train.loss = "ce"
-    train.ce_chunk_size = 0  # "ce" over item chunks of this size (0 = dense [B, T, N] logits)
+    # "ce" over item chunks of this size (custom VJP, memory O(B·T·chunk)); 0 = the fused CE
+    # over chunks of target rows with every item (losses.fused_ce_per_position)
+    train.ce_chunk_size = 0
     train.num_negatives = 100  # "sampled_softmax" only
     train.sampled_proposal = "uniform"  # "uniform" | "popularity" (training target counts)
     # Data parallelism (posrec/parallel.py): "sharding" (jit over a Mesh('data')) | "pmap";
