@@ -27,8 +27,10 @@ multiple of D and drops them after gathering, so no user is dropped or counted t
 
 Randomness does not depend on the split: the step gets the global row index of each example
 (`batch["rows"]`), dropout keys are fold_in(step key, row), and shared negatives come from the
-step key, so D devices reproduce one device on the same global batch (up to float rounding
-of the cross-device sums).
+step key, so D devices reproduce one device on the same global batch up to float rounding
+of the cross-device sums (tested to 1e-5 with SGD; Adam's m/√v can turn that rounding into
+learning-rate-sized differences on parameters whose exact gradient is ~0, such as attention
+key biases, so whole runs on different device counts agree statistically, not bitwise).
 
 Multi-host (`initialize_distributed`, called by main.py before anything touches a device):
 an explicit coordinator (flags, or POSREC_COORDINATOR / POSREC_NUM_PROCESSES /
