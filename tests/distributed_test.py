@@ -21,6 +21,9 @@ import pytest
 from posrec import evaluate, parallel
 from posrec.errors import ConfigError
 
+# The single-device reference steps of parallel_test and distributed_test are one program:
+# with the persistent compilation cache the second module loads it instead of compiling.
+pytestmark = pytest.mark.usefixtures("jax_compile_cache")
 TESTS = Path(__file__).parent
 ROOT = TESTS.parent
 

@@ -20,6 +20,9 @@ import pytest
 from posrec import checkpoint, config_lib, parallel, train
 from posrec.errors import ConfigError
 
+# The single-device reference steps of parallel_test and distributed_test are one program:
+# with the persistent compilation cache the second module loads it instead of compiling.
+pytestmark = pytest.mark.usefixtures("jax_compile_cache")
 TRAINED = ["sharding/ce", "pmap/ce"]
 MORE_LOSSES = ["ce_chunked", "bce", "sampled_softmax"]  # slow test below
 
