@@ -69,6 +69,10 @@ def default_config() -> ml_collections.ConfigDict:
     model.num_heads = 1
     model.ffn_dim = 0  # 0: same as hidden (SASRec)
     model.dropout = 0.2
+    # Compute dtype of activations and matmuls: "float32" | "bfloat16" (for accelerators;
+    # parameters, optimizer state, attention softmax, kernel factors and the loss stay
+    # float32; on CPU bfloat16 is slower, BENCHMARKS.md).
+    model.dtype = "float32"
     # "kernel" | "absolute" | "none" | "sinusoidal" | "rope" | "alibi" | "learned_bias"
     # (posrec/models/positional.py; README "Positional schemes")
     model.positional = "kernel"
@@ -192,6 +196,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if not 0.0 <= m.dropout < 1.0:
         raise ConfigError(f"config.model.dropout={m.dropout} must be in [0, 1)")
     _choice("model.positional", m.positional, POSITIONAL)
+    _choice("model.dtype", m.dtype, ("float32", "bfloat16"))
     _choice("model.bias.kind", m.bias.kind, BIAS_KINDS)
     uses_rope = m.positional == "rope" or (m.positional == "kernel" and m.kernel.with_pe == "rope")
     if uses_rope and (m.hidden // m.num_heads) % 2:

@@ -85,3 +85,30 @@ def test_dropout_only_in_training():
     np.testing.assert_array_equal(e1, e2)
     t1 = model.apply({"params": params}, x, train=True, rngs={"dropout": jax.random.key(1)})
     assert np.abs(np.asarray(t1 - e1)).max() > 0
+
+
+@pytest.mark.parametrize("positional", ["absolute", "kernel", "rope", "learned_bias"])
+def test_bfloat16_compute_matches_float32(positional):
+    """model.dtype=bfloat16 (issue 7): same parameters (float32), bfloat16 activations, outputs
+    within bfloat16 rounding of the float32 model; a training step stays finite."""
+    from posrec import losses, train
+
+    model32, params = make(positional, init="identity_noise", init_noise=0.2)
+    cfg16 = model32.config.copy_and_resolve_references()
+    cfg16.dtype = "bfloat16"
+    model16 = sasrec.SASRec(cfg16, N_ITEMS)
+    assert jax.tree.map(jnp.shape, model16.init(jax.random.key(0), jnp.ones((1, T), jnp.int32))[
+        "params"]) == jax.tree.map(jnp.shape, params)
+    x = np.array([[0, 0, 3, 4, 5, 6, 7, 8], [1, 2, 3, 4, 5, 6, 7, 9]], np.int32)
+    h32 = model32.apply({"params": params}, x)
+    h16 = model16.apply({"params": params}, x)
+    assert h32.dtype == jnp.float32 and h16.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(h16, np.float32), np.asarray(h32), atol=0.1, rtol=0.05)
+    config = default_config()
+    config.model = cfg16
+    state = train.init_state(config, model16)
+    step = jax.jit(lambda s, b: train.train_step(
+        s, b, jax.random.key(1), model=model16, loss_fn=losses.make_loss(config.train, None)))
+    new, m = step(state, {"inputs": x, "targets": np.roll(x, -1, axis=1)})
+    assert np.isfinite(float(m["loss"])) and bool(m["finite"])
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(new.params))

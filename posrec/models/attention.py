@@ -87,13 +87,14 @@ class CausalSelfAttention(nn.Module):
     kernel_attention: Callable | None = None  # (q, k, v, mask, dropout) -> out, from kernel.py
     rotate_qk: Callable | None = None  # (q, k) -> (q, k), e.g. RoPE
     bias_HxTxT: Array | None = None  # additive logit bias, e.g. ALiBi or learned bias
+    dtype: jnp.dtype = jnp.float32  # compute dtype of the projections (model.dtype)
 
     @nn.compact
     def __call__(self, x_q_BxTxC: Array, x_kv_BxTxC: Array, valid_BxT: Array, train: bool) -> Array:
         C = x_q_BxTxC.shape[-1]
         H = self.num_heads
         dense = lambda name: nn.DenseGeneral(
-            (H, C // H), kernel_init=nn.initializers.normal(0.02), name=name
+            (H, C // H), kernel_init=nn.initializers.normal(0.02), dtype=self.dtype, name=name
         )
         q = dense("query")(x_q_BxTxC)
         k = dense("key")(x_kv_BxTxC)
@@ -107,5 +108,6 @@ class CausalSelfAttention(nn.Module):
         else:
             out = plain_attention(q, k, v, mask, self.bias_HxTxT, drop)
         return nn.DenseGeneral(
-            C, axis=(-2, -1), kernel_init=nn.initializers.normal(0.02), name="out"
+            C, axis=(-2, -1), kernel_init=nn.initializers.normal(0.02), dtype=self.dtype,
+            name="out",
         )(out)

@@ -36,13 +36,14 @@ class PointWiseFFN(nn.Module):
 
     hidden: int
     dropout_rate: float
+    dtype: jnp.dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x_BxTxC: Array, train: bool) -> Array:
         init = nn.initializers.normal(0.02)
-        h = nn.Dense(self.hidden, kernel_init=init, name="fc1")(x_BxTxC)
+        h = nn.Dense(self.hidden, kernel_init=init, dtype=self.dtype, name="fc1")(x_BxTxC)
         h = nn.Dropout(self.dropout_rate, deterministic=not train)(nn.relu(h))
-        h = nn.Dense(x_BxTxC.shape[-1], kernel_init=init, name="fc2")(h)
+        h = nn.Dense(x_BxTxC.shape[-1], kernel_init=init, dtype=self.dtype, name="fc2")(h)
         h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
         return x_BxTxC + h
 
@@ -58,18 +59,20 @@ class Block(nn.Module):
     @nn.compact
     def __call__(self, x_BxTxC: Array, valid_BxT: Array, train: bool) -> Array:
         cfg = self.config
-        q = nn.LayerNorm(epsilon=1e-8, name="ln_attn")(x_BxTxC)
+        dtype = compute_dtype(cfg)
+        q = nn.LayerNorm(epsilon=1e-8, dtype=dtype, name="ln_attn")(x_BxTxC)
         a = attention.CausalSelfAttention(
             num_heads=cfg.num_heads,
             dropout_rate=cfg.dropout,
             kernel_attention=self.kernel_attention,
             rotate_qk=self.rotate_qk,
             bias_HxTxT=self.bias_HxTxT,
+            dtype=dtype,
             name="attn",
         )(q, x_BxTxC, valid_BxT, train)
         x = q + a
-        x = nn.LayerNorm(epsilon=1e-8, name="ln_ffn")(x)
-        x = PointWiseFFN(cfg.ffn_dim or x.shape[-1], cfg.dropout, name="ffn")(x, train)
+        x = nn.LayerNorm(epsilon=1e-8, dtype=dtype, name="ln_ffn")(x)
+        x = PointWiseFFN(cfg.ffn_dim or x.shape[-1], cfg.dropout, dtype, name="ffn")(x, train)
         return x * valid_BxT[..., None]
 
 
@@ -106,7 +109,7 @@ class SASRec(nn.Module):
         elif pe == "sinusoidal":
             x = x + positional.sinusoidal_table(cfg.max_len, cfg.hidden)[cfg.max_len - T :][None]
         x = nn.Dropout(cfg.dropout, deterministic=not train)(x)
-        x = x * valid_BxT[..., None]
+        x = (x * valid_BxT[..., None]).astype(compute_dtype(cfg))
 
         kernel_fns = [None] * cfg.num_blocks
         if cfg.positional == "kernel":
@@ -147,7 +150,13 @@ class SASRec(nn.Module):
                 bias_HxTxT=biases[i],
                 name=f"block_{i}",
             )(x, valid_BxT, train)
-        return nn.LayerNorm(epsilon=1e-8, name="final_ln")(x)
+        return nn.LayerNorm(epsilon=1e-8, dtype=compute_dtype(cfg), name="final_ln")(x)
+
+
+def compute_dtype(cfg: ml_collections.ConfigDict) -> jnp.dtype:
+    """`model.dtype` (float32 for configs saved before it existed): the dtype of activations
+    and matmuls; parameters, attention softmax, kernel factors and the loss stay float32."""
+    return jnp.dtype(cfg.get("dtype", "float32"))
 
 
 def uses_absolute_pe(cfg: ml_collections.ConfigDict) -> bool:
