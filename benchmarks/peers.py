@@ -468,7 +468,10 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(os.cpu_count() or 1)
+    args.out = args.out.resolve() if args.out else None
+    args.data_path = args.data_path.resolve()
     work = Path(tempfile.mkdtemp(prefix="posrec_peers_"))
+    os.chdir(work)  # RecBole writes log_tensorboard/ into the working directory
     npz = work / "data.npz"
     subprocess.run([str(POSREC_PYTHON), str(Path(__file__).resolve()), "export",
                     "--data_path", str(args.data_path), "--out", str(npz)], cwd=ROOT, check=True)
