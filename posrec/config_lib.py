@@ -121,8 +121,9 @@ def default_config() -> ml_collections.ConfigDict:
     # NonFiniteError naming the step, True = skip it and count it (metrics "skipped_steps").
     train.skip_nonfinite = False
     # PRNG of dropout (and sampled negatives): "threefry2x32" (JAX's default) | "rbg" (XLA's
-    # RngBitGenerator: same distributions, other streams; dropout masks ~2.4x cheaper on CPU,
-    # BENCHMARKS.md). Changing it changes which units are dropped, so it is not resumable.
+    # RngBitGenerator: same distributions, other streams; cheaper masks in isolation, but no
+    # step-level gain measured at ML-1M shapes on CPU, BENCHMARKS.md). Changing it changes
+    # which units are dropped, so it is not resumable.
     train.rng_impl = "threefry2x32"
 
     config.eval = ev = ml_collections.ConfigDict()
