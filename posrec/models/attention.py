@@ -51,8 +51,8 @@ def aggregate(weights_BxHxTxT: Array, v_BxTxHxD: Array) -> Array:
     """Weighted sum of values: [B, T, H, D].
 
     Computed as [B, H, T, D] and then transposed: XLA:CPU lowers "bhqk,bkhd->bqhd" directly
-    to a batched dot with transposed operands and output, 1.3-2x slower at B=128-256, T=200
-    (BENCHMARKS.md, attention layout).
+    to a batched dot with transposed operands and output plus copies (seen in the profile;
+    the whole training step gains 0-4%, BENCHMARKS.md table 2).
     """
     out_BxHxTxD = jnp.einsum(
         "bhqk,bkhd->bhqd", weights_BxHxTxT.astype(v_BxTxHxD.dtype), v_BxTxHxD
