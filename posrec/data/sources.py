@@ -125,17 +125,22 @@ def _text(path: Path) -> str:
     return _decode(data, path)
 
 
+def _member_name(zf: zipfile.ZipFile, path: Path, member: str, what: str) -> str:
+    """The full name of the archive member whose name ends with `member`."""
+    names = [n for n in zf.namelist() if n.endswith(member)]
+    if not names:
+        raise DataError(
+            f"{path}: zip archive has no {member} (members: {zf.namelist()[:8]}); "
+            f"expected {what}"
+        )
+    return names[0]
+
+
 def _zip_member(path: Path, member: str, what: str) -> bytes:
     """The bytes of the archive member whose name ends with `member`."""
     try:
         with zipfile.ZipFile(path) as zf:
-            names = [n for n in zf.namelist() if n.endswith(member)]
-            if not names:
-                raise DataError(
-                    f"{path}: zip archive has no {member} (members: {zf.namelist()[:8]}); "
-                    f"expected {what}"
-                )
-            return zf.read(names[0])
+            return zf.read(_member_name(zf, path, member, what))
     except (zipfile.BadZipFile, EOFError, zlib.error, OSError) as e:
         raise DataError(
             f"{path}: corrupt or truncated zip archive ({e}); download it again"
@@ -589,13 +594,7 @@ def _extracted(path: Path, member: str, fmt: str) -> Path:
 
     try:
         with zipfile.ZipFile(path) as zf:
-            names = [n for n in zf.namelist() if n.endswith(member)]
-            if not names:
-                raise DataError(
-                    f"{path}: zip archive has no {member} (members: {zf.namelist()[:8]}); "
-                    f"expected {fmt}"
-                )
-            info = zf.getinfo(names[0])
+            info = zf.getinfo(_member_name(zf, path, member, fmt))
             out_dir = download.cache_dir() / "extracted" / path.stem
             out = out_dir / member
             if out.exists() and out.stat().st_size == info.file_size:
