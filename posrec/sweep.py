@@ -1,7 +1,7 @@
 """Experiment runner: a grid of (data set x variant x hyperparameters x seed) training runs.
 
     python -m posrec.sweep --sweep=configs/sweeps/positional.py --root=runs/positional \
-        [--parallel=2] [--dry_run] [--extend]
+        [--parallel=2] [--dry_run] [--extend] [--only='beauty/*']
 
 A sweep file defines `get_sweep()` returning a dict:
 
@@ -26,6 +26,10 @@ same data, budget and hyperparameter grid; `posrec.report` selects each variant'
 hyperparameters on mean validation NDCG@10 and reports test metrics. Relative file paths
 (config files, `data.path`) are resolved against the current directory.
 
+`--only=PATTERN[,PATTERN]` trains only the runs whose name (`<data set>/<variant>/<hparams>/
+seed<k>`) matches a shell pattern, e.g. `--only='beauty/*'` to finish one data set's table
+first; the others stay pending in the status and a later invocation trains them.
+
 `--dry_run` prints the plan: each run's state and, for runs still to train, whether its
 full config passes `config_lib.validate` (nothing is written).
 
@@ -46,6 +50,7 @@ import dataclasses
 import datetime
 import difflib
 import fcntl
+import fnmatch
 import hashlib
 import importlib.util
 import itertools
@@ -56,6 +61,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -460,15 +466,21 @@ def _die_with_parent() -> None:
 
 def run_sweep(
     sweep_path: str | Path, root: str | Path, parallel: int = 1, dry_run: bool = False,
-    extend: bool = False, out=sys.stdout,
+    extend: bool = False, out=sys.stdout, only: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Run every unfinished run of a sweep under `root`; returns the final status dict.
 
-    With `dry_run`, only validates and prints the plan (nothing is written).
+    With `dry_run`, only validates and prints the plan (nothing is written). With `only`
+    (shell patterns), trains only the runs whose name matches one of them.
     """
     if parallel < 1:
         raise ConfigError(f"--parallel={parallel} must be >= 1")
     sweep = load(sweep_path)
+    if only and not any(fnmatch.fnmatchcase(r.name, p) for r in sweep.runs for p in only):
+        raise ConfigError(f"--only={','.join(only)} matches none of the {len(sweep.runs)} runs "
+                          f"of {sweep.name} (e.g. {sweep.runs[0].name})")
+    selected = {r.name for r in sweep.runs
+                if not only or any(fnmatch.fnmatchcase(r.name, p) for p in only)}
     root = Path(root).absolute()
     manifest = check_root(sweep, root, extend)
     missing = sorted({r.config for r in sweep.runs if not Path(r.config).is_file()})
@@ -484,6 +496,8 @@ def run_sweep(
                     config_lib.validate(r.config_dict())
                 except ConfigError as err:
                     detail = f"will fail: {err}"
+            if r.name not in selected:
+                state, detail = "skip", "(not in --only)"
             states.append((r, state, detail))
             print(f"{state:7s} {r.name} {detail}", file=out)
         todo = [r for r, s, _ in states if s in ("new", "resume")]
@@ -507,7 +521,7 @@ def run_sweep(
         lock.write(f"{os.getpid()}\n")
         lock.flush()
         config_lib.write_json_atomic(root / MANIFEST, manifest)
-        return _execute(sweep, root, parallel, out)  # closing the file releases the lock
+        return _execute(sweep, root, parallel, out, selected)  # closing the file releases the lock
 
 
 @dataclasses.dataclass
@@ -519,7 +533,9 @@ class _Attempt:
     t0: float
 
 
-def _execute(sweep: Sweep, root: Path, parallel: int, out) -> dict[str, Any]:
+def _execute(
+    sweep: Sweep, root: Path, parallel: int, out, selected: set[str]
+) -> dict[str, Any]:
     entries = {}
     for r in sweep.runs:
         state, detail = run_state(root / r.name)
@@ -536,7 +552,8 @@ def _execute(sweep: Sweep, root: Path, parallel: int, out) -> dict[str, Any]:
         status["counts"] = _counts(status["runs"])
         config_lib.write_json_atomic(root / STATUS, status)
 
-    queue = [r for r in sweep.runs if entries[r.name]["state"] == "pending"]
+    queue = [r for r in sweep.runs
+             if entries[r.name]["state"] == "pending" and r.name in selected]
     total = len(queue)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if parallel > 1:  # JAX grabs 75% of a GPU per process by default: N would not fit
@@ -650,10 +667,11 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     f = flags.FLAGS
     with report_errors(f.debug):
-        status = run_sweep(f.sweep, f.root, f.parallel, f.dry_run, f.extend)
+        status = run_sweep(f.sweep, f.root, f.parallel, f.dry_run, f.extend, only=f.only)
     if f.dry_run:
         return
-    states = {r["state"] for r in status["runs"]}
+    states = {r["state"] for r in status["runs"]
+              if not f.only or any(fnmatch.fnmatchcase(r["run"], p) for p in f.only)}
     if states & {"interrupted", "pending", "running"}:
         sys.exit(EXIT_INTERRUPTED)  # stopped by a signal: rerun to continue
     sys.exit(1 if states - {"done"} else 0)
@@ -666,5 +684,7 @@ if __name__ == "__main__":
     flags.DEFINE_integer("parallel", 1, "Runs trained at the same time (subprocesses).")
     flags.DEFINE_bool("dry_run", False, "Validate and print the plan; write and run nothing.")
     flags.DEFINE_bool("extend", False, "Accept a grown grid of the same sweep in --root.")
+    flags.DEFINE_list("only", [], "Train only runs whose name matches one of these shell "
+                      "patterns (e.g. 'beauty/*'); the others stay pending.")
     flags.DEFINE_bool("debug", False, "Show tracebacks for posrec errors.")
     app.run(main)

@@ -165,6 +165,18 @@ def test_dry_run_validates_and_writes_nothing(tmp_path):
     assert out.getvalue().count("will fail") == 2
 
 
+def test_only_selects_runs_by_pattern(tmp_path):
+    out = io.StringIO()
+    plan = sweep.run_sweep(write_sweep(tmp_path), tmp_path / "root", dry_run=True, out=out,
+                           only=["*/none/*", "*/absolute/*/seed1"])
+    states = {r["run"]: r["state"] for r in plan["runs"]}
+    assert {n for n, s in states.items() if s == "new"} == {
+        f"syn/none/{HP}/seed0", f"syn/none/{HP}/seed1", f"syn/absolute/{HP}/seed1"}
+    assert sum(s == "skip" for s in states.values()) == 3
+    with pytest.raises(ConfigError, match=r"--only=beauty/\* matches none of the 6 runs"):
+        sweep.run_sweep(write_sweep(tmp_path), tmp_path / "root", dry_run=True, only=["beauty/*"])
+
+
 @pytest.mark.parametrize("changes, match", [
     (dict(variants={"a": {"model.hiden": 8}}), r"unknown config key 'model.hiden'.*model.hidden"),
     (dict(common={"train.epochs": 3}), "unknown config key 'train.epochs'"),

@@ -10,13 +10,16 @@ Variants, named U-L-sharing[-form]:
   * the other operator forms (alt1, alt2, mult) with the default factors (Toeplitz U, Full L,
     layer-wise);
   * SASRec with absolute PE, the baseline of the report.
-One seed each (14 runs). For the issue's "3 seeds for the top two": after the first pass, name
-them in TOP (e.g. TOP = ("toeplitz-full-layerwise", "full-full-layerwise")) and rerun the same
-command with --extend; only their seeds 1 and 2 are added.
+One seed each (14 runs), 30 epochs each (bucketed batches). For the issue's "3 seeds for the
+top two": after the first pass, name them in TOP (e.g. TOP = ("toeplitz-full-layerwise",
+"full-full-layerwise")) and rerun the same command with --extend; only their seeds 1 and 2
+are added.
 """
 
 PATHS = {"beauty": "../shared/data/beauty.csv.gz"}
 TOP = ()
+# The Beauty budget of configs/sweeps/positional.py, so the two tables compare.
+BUDGET = {"train.num_epochs": 30, "train.bucket_lengths": (10, 20, 50)}
 
 
 def kernel(upper, lower, share, form="ul"):
@@ -37,7 +40,8 @@ def get_sweep():
     return dict(
         name="kernel_ablation",
         datasets={"beauty": dict(config="configs/beauty.py",
-                                 overrides={"data.path": PATHS["beauty"]})},
+                                 overrides={"data.path": PATHS["beauty"],
+                                            **BUDGET})},
         variants=variants,
         seeds=[0],
         variant_seeds={name: [0, 1, 2] for name in TOP},
