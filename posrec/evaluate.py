@@ -43,7 +43,7 @@ def make_scorer(
     """
 
     def score(params, inputs_BxT, targets_B, seen_BxS):
-        hidden_BxC = model.apply({"params": params}, inputs_BxT, train=False)[:, -1]
+        hidden_BxC = model.apply({"params": params}, inputs_BxT, train=False, last_only=True)
         return metrics.chunked_rank_and_topk(
             hidden_BxC, sasrec.item_table(params), targets_B,
             seen_BxS if exclude_seen else None, max_k, item_chunk_size,
@@ -126,7 +126,7 @@ def make_sampled_scorer(model: sasrec.SASRec, n: int):
 
     @jax.jit
     def score(params, inputs_BxT, targets_B, seen_BxS, users_B, log_weights_N):
-        hidden_BxC = model.apply({"params": params}, inputs_BxT, train=False)[:, -1]
+        hidden_BxC = model.apply({"params": params}, inputs_BxT, train=False, last_only=True)
         scores_BxN = (hidden_BxC @ sasrec.item_table(params).T).astype(jnp.float32)
         keys_B = jax.vmap(lambda u: jax.random.fold_in(base_key, u))(users_B)
         negatives_Bxn = metrics.sample_negatives(keys_B, log_weights_N, targets_B, seen_BxS, n)

@@ -65,7 +65,7 @@ def _top_k(model: sasrec.SASRec, params, inputs_BxT: Array, seen_BxS: Array, k: 
     seen_BxS lists items that may not be recommended (0-padded; id 0 is padding and is
     always excluded); excluded items score -inf and sort last.
     """
-    hidden_BxC = model.apply({"params": params}, inputs_BxT, train=False)[:, -1]
+    hidden_BxC = model.apply({"params": params}, inputs_BxT, train=False, last_only=True)
     scores_BxN = (hidden_BxC @ sasrec.item_table(params).T).astype(jnp.float32)
     rows_Bx1 = jnp.arange(scores_BxN.shape[0])[:, None]
     scores_BxN = scores_BxN.at[rows_Bx1, seen_BxS].set(-jnp.inf).at[:, 0].set(-jnp.inf)

@@ -112,3 +112,31 @@ def test_bfloat16_compute_matches_float32(positional):
     new, m = step(state, {"inputs": x, "targets": np.roll(x, -1, axis=1)})
     assert np.isfinite(float(m["loss"])) and bool(m["finite"])
     assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(new.params))
+
+
+LAST_ONLY_CASES = [
+    ("absolute", {}), ("none", {}), ("sinusoidal", {}), ("rope", {}), ("alibi", {}),
+    ("learned_bias", {}),
+    *[("kernel", dict(form=form)) for form in ("ul", "alt1", "alt2", "mult")],
+    ("kernel", dict(u="full", l="identity")), ("kernel", dict(u="identity", l="toeplitz")),
+    ("kernel", dict(form="mult", u="identity", l="full")),
+    ("kernel", dict(with_pe="rope")), ("kernel", dict(with_pe="alibi", share="shared")),
+]
+
+
+@pytest.mark.parametrize("positional, kernel", LAST_ONLY_CASES)
+def test_last_only_equals_the_last_row_of_the_full_forward(positional, kernel):
+    """The scoring path (final block computes one query row; `ul` reads U, L right to left)
+    against the full forward, with random (non-identity) kernels, biases and padding."""
+    model, params = make(positional, **kernel)
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(1), len(leaves))
+    params = jax.tree.unflatten(  # move every parameter off its (identity, zero) init
+        tree, [x + 0.3 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+    inputs = jnp.array([[0, 0, 0, 3, 5, 7, 2, 9], [1, 4, 6, 8, 10, 12, 14, 16],
+                        [0, 0, 0, 0, 0, 0, 0, 11]], jnp.int32)
+    for window in (inputs, inputs[:, -5:]):  # full and a bucket-cut window
+        full = model.apply({"params": params}, window)[:, -1]
+        last = model.apply({"params": params}, window, last_only=True)
+        assert last.shape == full.shape
+        np.testing.assert_allclose(last, full, rtol=1e-5, atol=1e-5)

@@ -88,6 +88,8 @@ class CausalSelfAttention(nn.Module):
     rotate_qk: Callable | None = None  # (q, k) -> (q, k), e.g. RoPE
     bias_HxTxT: Array | None = None  # additive logit bias, e.g. ALiBi or learned bias
     dtype: jnp.dtype = jnp.float32  # compute dtype of the projections (model.dtype)
+    # Only the last query's output, [B, 1, C] (scoring): keys and values still span T.
+    last_only: bool = False
 
     @nn.compact
     def __call__(self, x_q_BxTxC: Array, x_kv_BxTxC: Array, valid_BxT: Array, train: bool) -> Array:
@@ -104,7 +106,11 @@ class CausalSelfAttention(nn.Module):
         mask = causal_mask(valid_BxT)
         drop = nn.Dropout(self.dropout_rate, deterministic=not train)
         if self.kernel_attention is not None:
-            out = self.kernel_attention(q, k, v, mask, valid_BxT, drop, self.bias_HxTxT)
+            out = self.kernel_attention(q, k, v, mask, valid_BxT, drop, self.bias_HxTxT,
+                                        last_only=self.last_only)
+        elif self.last_only:
+            bias = None if self.bias_HxTxT is None else self.bias_HxTxT[..., -1:, :]
+            out = plain_attention(q[:, -1:], k, v, mask[:, :, -1:], bias, drop)
         else:
             out = plain_attention(q, k, v, mask, self.bias_HxTxT, drop)
         return nn.DenseGeneral(

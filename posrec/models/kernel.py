@@ -342,8 +342,16 @@ def kernel_attention(
     valid_BxT: Array,
     dropout: Callable[[Array], Array] = lambda w: w,
     bias_HxTxT: Array | None = None,
+    last_only: bool = False,
 ) -> Array:
     """Causal multi-head attention modulated by the positional kernel; out is [B, T, H, D].
+
+    With `last_only`, only the output of the last query (the most recent position) is
+    computed, as [B, 1, H, D] (scoring needs nothing else). For ``ul`` it is then read right
+    to left, w = softmax((q Kᵀ) U), out = (w L) V: O(T² + T D) per head instead of O(T² D),
+    because K' = Uᵀ K and V' = L V are never formed. ``mult`` uses the last rows of its
+    logits; ``alt1`` and ``alt2`` mix rows after or inside the softmax, so they compute every
+    row and keep the last.
 
     `cfg.form` selects the operator (module doc). `mask_Bx1xTxT` is the causal ∧ real-key
     mask of `attention.causal_mask`; `dropout` acts on the softmax weights; `bias_HxTxT`, an
@@ -368,6 +376,9 @@ def kernel_attention(
     v = jnp.where(real_BxTx1x1, v_BxTxHxD, 0)
     u_id, l_id = cfg.u == "identity", cfg.l == "identity"
 
+    if last_only and cfg.form in ("ul", "mult"):
+        return _last_query_attention(U, L, cfg, q[:, -1:], k, v, mask_Bx1xTxT[:, :, -1:],
+                                     valid_BxT, dropout, bias_HxTxT).astype(v_BxTxHxD.dtype)
     if cfg.form == "ul":
         k_mixed = k if u_id else _mix_keys(U, k).astype(k.dtype)
         v_mixed = v if l_id else _mix_values(L, v).astype(v.dtype)
@@ -395,4 +406,36 @@ def kernel_attention(
             log_c = effective_kernel(KernelFactors(U, L)) - jnp.eye(T, dtype=U.dtype)
             bias_HxTxT = log_c if bias_HxTxT is None else bias_HxTxT + log_c
         out = attention.plain_attention(q, k, v, mask_Bx1xTxT, bias_HxTxT, dropout)
-    return jnp.where(real_BxTx1x1, out, 0).astype(v_BxTxHxD.dtype)
+    out = jnp.where(real_BxTx1x1, out, 0).astype(v_BxTxHxD.dtype)
+    return out[:, -1:] if last_only else out
+
+
+def _last_query_attention(U_HxTxT, L_HxTxT, cfg, q_Bx1xHxD, k_BxTxHxD, v_BxTxHxD,
+                          mask_Bx1x1xT, valid_BxT, dropout, bias_HxTxT) -> Array:
+    """`kernel_attention` of the last query only, forms ``ul`` and ``mult``: [B, 1, H, D].
+
+    q, k, v are already zero at padded positions. For ``ul``, logits (q·K'_j) = Σ_k (q·K_k)
+    U_kj and Σ_j w_j V'_j = Σ_k (Σ_j w_j L_jk) V_k, so U and L act on [B, H, 1, T] rows.
+    """
+    T = k_BxTxHxD.shape[1]
+    if bias_HxTxT is not None:
+        bias_HxTxT = bias_HxTxT[..., -1:, :]
+    if cfg.form == "mult":
+        if not (cfg.u == "identity" and cfg.l == "identity"):
+            log_c_Hx1xT = (effective_kernel(KernelFactors(U_HxTxT, L_HxTxT))
+                           - jnp.eye(T, dtype=U_HxTxT.dtype))[:, -1:]
+            bias_HxTxT = log_c_Hx1xT if bias_HxTxT is None else bias_HxTxT + log_c_Hx1xT
+        out = attention.plain_attention(q_Bx1xHxD, k_BxTxHxD, v_BxTxHxD, mask_Bx1x1xT,
+                                        bias_HxTxT, dropout)
+    else:
+        s_BxHx1xT = attention.scores(q_Bx1xHxD, k_BxTxHxD)
+        if cfg.u != "identity":
+            s_BxHx1xT = jnp.einsum("bhqk,hkj->bhqj", s_BxHx1xT.astype(jnp.float32), U_HxTxT,
+                                   precision=_PRECISION)
+        if bias_HxTxT is not None:
+            s_BxHx1xT = s_BxHx1xT + bias_HxTxT
+        w_BxHx1xT = dropout(attention.attention_weights(s_BxHx1xT, mask_Bx1x1xT))
+        if cfg.l != "identity":
+            w_BxHx1xT = jnp.einsum("bhqj,hjk->bhqk", w_BxHx1xT, L_HxTxT, precision=_PRECISION)
+        out = attention.aggregate(w_BxHx1xT, v_BxTxHxD)
+    return jnp.where(valid_BxT[:, -1:, None, None], out, 0)

@@ -55,6 +55,7 @@ class Block(nn.Module):
     kernel_attention: object = None
     rotate_qk: object = None  # (q, k) -> (q, k), e.g. RoPE
     bias_HxTxT: jax.Array | None = None  # additive logit bias, e.g. ALiBi or learned bias
+    last_only: bool = False  # return [B, 1, C]: the last position only (the final block)
 
     @nn.compact
     def __call__(self, x_BxTxC: Array, valid_BxT: Array, train: bool) -> Array:
@@ -68,8 +69,11 @@ class Block(nn.Module):
             rotate_qk=self.rotate_qk,
             bias_HxTxT=self.bias_HxTxT,
             dtype=dtype,
+            last_only=self.last_only,
             name="attn",
         )(q, x_BxTxC, valid_BxT, train)
+        if self.last_only:
+            q, valid_BxT = q[:, -1:], valid_BxT[:, -1:]
         x = q + a
         x = nn.LayerNorm(epsilon=1e-8, dtype=dtype, name="ln_ffn")(x)
         x = PointWiseFFN(cfg.ffn_dim or x.shape[-1], cfg.dropout, dtype, name="ffn")(x, train)
@@ -87,8 +91,10 @@ class SASRec(nn.Module):
     num_items: int
 
     @nn.compact
-    def __call__(self, inputs_BxT: Array, train: bool = False) -> Array:
-        """Hidden states [B, T, C] after the final LayerNorm."""
+    def __call__(self, inputs_BxT: Array, train: bool = False, last_only: bool = False) -> Array:
+        """Hidden states [B, T, C] after the final LayerNorm; with `last_only`, [B, C] of the
+        last position (what scoring needs): the final block then computes one query row,
+        which halves the cost of evaluation (keys and values still span the window)."""
         cfg = self.config
         T = inputs_BxT.shape[1]
         valid_BxT = inputs_BxT > 0
@@ -148,9 +154,11 @@ class SASRec(nn.Module):
                 kernel_attention=kernel_fns[i],
                 rotate_qk=rotate_qk,
                 bias_HxTxT=biases[i],
+                last_only=last_only and i == cfg.num_blocks - 1,
                 name=f"block_{i}",
             )(x, valid_BxT, train)
-        return nn.LayerNorm(epsilon=1e-8, dtype=compute_dtype(cfg), name="final_ln")(x)
+        x = nn.LayerNorm(epsilon=1e-8, dtype=compute_dtype(cfg), name="final_ln")(x)
+        return x[:, -1] if last_only else x
 
 
 def compute_dtype(cfg: ml_collections.ConfigDict) -> jnp.dtype:
