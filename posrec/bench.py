@@ -3,6 +3,7 @@
     python -m posrec.bench                 # ML-1M shapes, catalogs 3,416 and 100,000 items
     python -m posrec.bench --json          # one JSON object instead of the tables
     python -m posrec.bench --ablations     # before/after of each optimisation (BENCHMARKS.md)
+    python -m posrec.bench --ablations=eval_last_only   # one of them
 
 Everything is measured in one process, in interleaved rounds (round r runs the matmul peak,
 then every variant, then the next round), so CPU contention from other processes slows all
@@ -379,6 +380,10 @@ def _interleave(fns: dict[str, Callable[[], float]], rounds: int) -> dict[str, l
     return times
 
 
+ABLATIONS = ("fused_ce", "bucketing", "rng_impl", "attention_layout", "eval_order",
+             "eval_last_only", "prefetch", "dot_product_attention")
+
+
 def ablations(args: argparse.Namespace, log=print) -> dict[str, Any]:
     """Before/after pairs at the benchmark shapes (first catalog), interleaved rounds."""
     from posrec.models import attention
@@ -412,47 +417,67 @@ def ablations(args: argparse.Namespace, log=print) -> dict[str, Any]:
                 f"{rows[v]['after_ms_per_step']:.0f} ms/step (x{rows[v]['speedup']:.2f})")
         out[name] = rows
 
+    chosen = args.ablations
     no_buckets = argparse.Namespace(**{**vars(args), "bucket_lengths": ()})
-    pair("fused_ce", lambda v: build_case(v, args.num_items[0], base, no_buckets,
+    if "fused_ce" in chosen:
+        pair("fused_ce", lambda v: build_case(v, args.num_items[0], base, no_buckets,
                                           loss_fn=_dense_ce_loss),
-         lambda v: build_case(v, args.num_items[0], base, no_buckets))
-    pair("bucketing", lambda v: build_case(v, args.num_items[0], base, no_buckets),
-         lambda v: build_case(v, args.num_items[0], base, args))
+             lambda v: build_case(v, args.num_items[0], base, no_buckets))
+    if "bucketing" in chosen:
+        pair("bucketing", lambda v: build_case(v, args.num_items[0], base, no_buckets),
+             lambda v: build_case(v, args.num_items[0], base, args))
     rbg = argparse.Namespace(**{**vars(args), "rng_impl": "rbg"})
     threefry = argparse.Namespace(**{**vars(args), "rng_impl": "threefry2x32"})
-    pair("rng_impl", lambda v: build_case(v, args.num_items[0], base, threefry),
-         lambda v: build_case(v, args.num_items[0], base, rbg))
-    original = attention.aggregate
-    try:
-        attention.aggregate = _aggregate_bqhd
-        before = {v: build_case(v, args.num_items[0], base, args) for v in variants}
-    finally:
-        attention.aggregate = original
-    pair("attention_layout", lambda v: before[v],
-         lambda v: build_case(v, args.num_items[0], base, args))
-    out["eval_order"] = eval_order_ablation(base, args, variants, log)
-    out["prefetch"] = prefetch_ablation(base, args)
-    out["dot_product_attention"] = dpa_ablation(args, log)
+    if "rng_impl" in chosen:
+        pair("rng_impl", lambda v: build_case(v, args.num_items[0], base, threefry),
+             lambda v: build_case(v, args.num_items[0], base, rbg))
+    if "attention_layout" in chosen:
+        original = attention.aggregate
+        try:
+            attention.aggregate = _aggregate_bqhd
+            before = {v: build_case(v, args.num_items[0], base, args) for v in variants}
+        finally:
+            attention.aggregate = original
+        pair("attention_layout", lambda v: before[v],
+             lambda v: build_case(v, args.num_items[0], base, args))
+    if "eval_order" in chosen:
+        out["eval_order"] = eval_ablation(base, args, variants, log,
+                                          dict(by_length=False, last_only=False),
+                                          dict(by_length=True, last_only=False))
+    if "eval_last_only" in chosen:
+        out["eval_last_only"] = eval_ablation(base, args, variants, log,
+                                              dict(by_length=True, last_only=False),
+                                              dict(by_length=True, last_only=True))
+    if "prefetch" in chosen:
+        out["prefetch"] = prefetch_ablation(base, args)
+    if "dot_product_attention" in chosen:
+        out["dot_product_attention"] = dpa_ablation(args, log)
     return out
 
 
-def eval_order_ablation(base: Data, args, variants, log) -> dict[str, Any]:
-    """Row-order full-window evaluation (before) vs length-sorted cut windows (after): time,
-    distinct compiled shapes, and whether every rank is identical."""
+def eval_ablation(base: Data, args, variants, log, before: dict[str, bool],
+                  after: dict[str, bool]) -> dict[str, Any]:
+    """Full-ranking evaluation of every validation user with two settings of
+    (by_length, last_only): time (interleaved), first-call time, distinct compiled shapes,
+    and how many ranks differ (by_length reorders nothing numerically: 0 expected;
+    last_only reorders float sums: a few ties may flip)."""
     rows = {}
     for v in variants:
         case = build_case(v, args.num_items[0], base, argparse.Namespace(
             **{**vars(args), "steps": 4}))
         for _ in range(3):  # a few updates: non-trivial parameters
             run_steps(case)
-        scorer = evaluate.make_scorer(case.model, 100, True)
-        params = scorer.place(case.state.params)
+        cfg = case.config
+        scorers = {k: evaluate.make_scorer(case.model, 100, True, last_only=s["last_only"])
+                   for k, s in (("before", before), ("after", after))}
+        params = scorers["after"].place(case.state.params)
 
-        def score_all(by_length: bool, cfg=case.config, scorer=scorer, params=params):
+        def score_all(which: str, cfg=cfg, scorers=scorers, params=params):
             ranks, order, shapes = [], [], set()
+            by_length = (before if which == "before" else after)["by_length"]
             for b in batching.eval_batches(base.valid, cfg.model.max_len, cfg.eval.batch_size,
                                            base.num_items, by_length=by_length):
-                r, _ = scorer(params, b["inputs"], b["targets"], b["seen_BxS"])
+                r, _ = scorers[which](params, b["inputs"], b["targets"], b["seen_BxS"])
                 ranks.append(np.asarray(r)[b["valid"]])
                 order.append(b["rows"][b["valid"]])
                 shapes.add((b["inputs"].shape[1], b["seen_BxS"].shape[1]))
@@ -461,19 +486,19 @@ def eval_order_ablation(base: Data, args, variants, log) -> dict[str, Any]:
             return out, shapes
 
         first = {}
-        for by_length in (False, True):
+        for which in ("before", "after"):
             t0 = time.perf_counter()
-            first[by_length] = score_all(by_length)
-            first[by_length] += (time.perf_counter() - t0,)
-        t = _interleave({"before": lambda: _timed(lambda: score_all(False)),
-                         "after": lambda: _timed(lambda: score_all(True))}, args.rounds)
+            first[which] = score_all(which) + (time.perf_counter() - t0,)
+        t = _interleave({w: lambda w=w: _timed(lambda: score_all(w))
+                         for w in ("before", "after")}, args.rounds)
         rows[v] = dict(
             users=len(base.valid.targets),
             before_s=median(t["before"]), after_s=median(t["after"]),
             speedup=median([a / b for a, b in zip(t["before"], t["after"], strict=True)]),
-            before_first_call_s=first[False][2], after_first_call_s=first[True][2],
-            before_shapes=len(first[False][1]), after_shapes=len(first[True][1]),
-            ranks_identical=bool(np.array_equal(first[False][0], first[True][0])),
+            before_first_call_s=first["before"][2], after_first_call_s=first["after"][2],
+            before_shapes=len(first["before"][1]), after_shapes=len(first["after"][1]),
+            ranks_differing=int(np.sum(first["before"][0] != first["after"][0])),
+            max_rank_difference=int(np.max(np.abs(first["before"][0] - first["after"][0]))),
         )
         log(f"  eval {v}: {rows[v]}")
     return rows
@@ -574,8 +599,10 @@ def _ints(text: str) -> tuple[int, ...]:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m posrec.bench", description=__doc__.split("\n")[0])
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--ablations", action="store_true",
-                   help="before/after of each optimisation instead of the main table")
+    p.add_argument("--ablations", nargs="?", const=",".join(ABLATIONS), default="",
+                   type=lambda s: tuple(x for x in s.split(",") if x),
+                   help="before/after of each optimisation instead of the main table; "
+                   f"optionally a comma-separated subset of {','.join(ABLATIONS)}")
     p.add_argument("--batch_size", type=int, default=128)
     p.add_argument("--max_len", type=int, default=200)
     p.add_argument("--hidden", type=int, default=64)
@@ -599,6 +626,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     unknown = [v for v in args.variants if v not in VARIANTS]
     if unknown:
         p.error(f"unknown variant(s) {unknown}; known: {list(VARIANTS)}")
+    bad = [a for a in args.ablations if a not in ABLATIONS]
+    if bad:
+        p.error(f"unknown ablation(s) {bad}; known: {list(ABLATIONS)}")
     args.bucket_lengths = tuple(b for b in args.bucket_lengths if b < args.max_len)
     return args
 

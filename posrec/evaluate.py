@@ -32,6 +32,7 @@ def make_scorer(
     *,
     item_chunk_size: int = 0,
     plan: parallel.Plan | None = None,
+    last_only: bool = True,
 ) -> parallel.Scorer:
     """(params, inputs_BxT, targets_B, seen_BxS) -> numpy (ranks_B, topk_BxK), on all devices.
 
@@ -39,11 +40,15 @@ def make_scorer(
     multiple of the device count and drops the padding again): hidden state of the last
     position, then `metrics.chunked_rank_and_topk` over item chunks of `item_chunk_size`
     (0 = the whole catalog at once), so a 1M-item catalog never needs [B, N] scores.
-    `plan` defaults to every local device.
+    `plan` defaults to every local device. `last_only=False` runs the full forward and
+    keeps its last row (the same hidden state, slower: the benchmark's "before").
     """
 
     def score(params, inputs_BxT, targets_B, seen_BxS):
-        hidden_BxC = model.apply({"params": params}, inputs_BxT, train=False, last_only=True)
+        if last_only:
+            hidden_BxC = model.apply({"params": params}, inputs_BxT, train=False, last_only=True)
+        else:
+            hidden_BxC = model.apply({"params": params}, inputs_BxT, train=False)[:, -1]
         return metrics.chunked_rank_and_topk(
             hidden_BxC, sasrec.item_table(params), targets_B,
             seen_BxS if exclude_seen else None, max_k, item_chunk_size,

@@ -63,3 +63,27 @@ def test_format_report_table_has_a_row_per_case(capsys, tmp_path):
     out = capsys.readouterr().out
     assert "fp32 matmul peak" in out and "targets/s" in out
     assert sum(line.startswith("absolute") for line in out.splitlines()) == 1
+
+
+def test_eval_ablations_report_time_shapes_and_rank_agreement(capsys, tmp_path):
+    rc = bench.main([
+        "--ablations=eval_order,eval_last_only", "--data_path", str(tmp_path / "absent.csv"),
+        "--batch_size", "4", "--max_len", "8", "--hidden", "8", "--num_blocks", "2",
+        "--num_items", "30", "--variants", "absolute,kernel_toeplitz_full",
+        "--bucket_lengths", "4", "--rounds", "1",
+    ])
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report) >= {"eval_order", "eval_last_only"} and "fused_ce" not in report
+    for name in ("eval_order", "eval_last_only"):
+        for variant, row in report[name].items():
+            assert row["before_s"] > 0 and row["after_s"] > 0, (name, variant)
+            # both settings score the same model: ranks agree up to float-rounding ties
+            assert row["ranks_differing"] <= 0.01 * row["users"], (name, variant, row)
+    assert report["eval_order"]["absolute"]["ranks_differing"] == 0
+
+
+def test_unknown_ablation_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        bench.main(["--ablations=fused_ce,warp_drive"])
+    assert "unknown ablation(s) ['warp_drive']" in capsys.readouterr().err
