@@ -558,8 +558,11 @@ def _execute(
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if parallel > 1:  # JAX grabs 75% of a GPU per process by default: N would not fit
         env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-    print(f"sweep {sweep.name}: {len(sweep.runs)} runs, {len(sweep.runs) - total} done or "
-          f"broken, {total} to run (--parallel={parallel}) in {root}", file=out, flush=True)
+    waiting = sum(e["state"] == "pending" for e in entries.values()) - total
+    later = f", {waiting} left for later (--only)" if waiting else ""
+    print(f"sweep {sweep.name}: {len(sweep.runs)} runs, {len(sweep.runs) - total - waiting} "
+          f"done or broken, {total} to run{later} (--parallel={parallel}) in {root}",
+          file=out, flush=True)
     running: list[_Attempt] = []
     signals = []
 
