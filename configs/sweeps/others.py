@@ -6,6 +6,9 @@
 
 5 data sets x 2 variants x 1 seed = 10 runs, each with its data set's config. ML-1M, Beauty
 and Video Games are in configs/sweeps/positional.py. Edit PATHS to point elsewhere.
+
+Budget (as in positional.py, the same for both variants): 30 epochs (patience 10), length-
+bucketed batches; validation every epoch, the best validation checkpoint is tested.
 """
 
 PATHS = {
@@ -23,11 +26,16 @@ CONFIGS = {
     "beauty-bert4rec": "configs/beauty_bert4rec.py",
 }
 
+BUDGET = {"train.num_epochs": 30, "train.bucket_lengths": (10, 20, 50)}  # T = 50
+LONG = {"train.num_epochs": 30, "train.bucket_lengths": (50, 100, 200)}  # T = 200
+BUDGETS = {name: LONG if name == "ml-100k" else BUDGET for name in PATHS}
+
 
 def get_sweep():
     return dict(
         name="others",
-        datasets={name: dict(config=CONFIGS[name], overrides={"data.path": PATHS[name]})
+        datasets={name: dict(config=CONFIGS[name],
+                             overrides={"data.path": PATHS[name], **BUDGETS[name]})
                   for name in PATHS},
         variants={
             "absolute": {"model.positional": "absolute"},
