@@ -20,16 +20,8 @@ Metrics: shared/docs/paper.md quotes NDCG@10 0.0394 for the paper's model on Bea
 party's extraction; the paper's Beauty variant and protocol are not known).
 """
 
-from posrec.config_lib import default_config
+from posrec.config_lib import sparse_config
 
 
 def get_config():
-    config = default_config()
-    config.data.name = "beauty"
-    config.data.has_real_time = False  # the shared CSV: per-user order indices
-    config.data.min_user_count = 5
-    config.data.min_item_count = 5
-    config.data.dedup_consecutive = False
-    config.model.max_len = 50
-    config.model.dropout = 0.5  # SASRec's rate for sparse data
-    return config
+    return sparse_config("beauty")

@@ -19,16 +19,8 @@ Published: BERT4Rec (Sun et al., CIKM 2019, Table 1) lists Beauty with 40,226 us
 items, 0.35M actions. Metrics: none cited here.
 """
 
-from posrec.config_lib import default_config
+from posrec.config_lib import sparse_config
 
 
 def get_config():
-    config = default_config()
-    config.data.name = "beauty-bert4rec"
-    config.data.has_real_time = False  # the shared CSV: per-user order indices
-    config.data.min_user_count = 5
-    config.data.min_item_count = 0
-    config.data.dedup_consecutive = False
-    config.model.max_len = 50
-    config.model.dropout = 0.5  # SASRec's rate for sparse data
-    return config
+    return sparse_config("beauty-bert4rec", min_item_count=0)

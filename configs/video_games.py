@@ -19,16 +19,8 @@ Published: SASRec (Kang & McAuley, ICDM 2018, Table 2) lists Games with 31,013 u
 23,715 items, i.e. the raw shared file before posrec's 5-core. Metrics: none cited here.
 """
 
-from posrec.config_lib import default_config
+from posrec.config_lib import sparse_config
 
 
 def get_config():
-    config = default_config()
-    config.data.name = "video-games"
-    config.data.has_real_time = False  # the shared CSV: per-user order indices
-    config.data.min_user_count = 5
-    config.data.min_item_count = 5
-    config.data.dedup_consecutive = False
-    config.model.max_len = 50
-    config.model.dropout = 0.5  # SASRec's rate for sparse data
-    return config
+    return sparse_config("video-games")

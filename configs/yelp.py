@@ -16,16 +16,8 @@ Expected after preprocessing (posrec.data.stats on shared/data/yelp.csv.gz): 30,
 Published: the same counts in S3-Rec (Zhou et al., CIKM 2020). Metrics: none cited here.
 """
 
-from posrec.config_lib import default_config
+from posrec.config_lib import sparse_config
 
 
 def get_config():
-    config = default_config()
-    config.data.name = "yelp"
-    config.data.has_real_time = False  # the shared CSV: per-user order indices
-    config.data.min_user_count = 5
-    config.data.min_item_count = 5
-    config.data.dedup_consecutive = False
-    config.model.max_len = 50
-    config.model.dropout = 0.5  # SASRec's rate for sparse data
-    return config
+    return sparse_config("yelp")
