@@ -285,6 +285,14 @@ def is_primary() -> bool:
     return jax.process_index() == 0
 
 
+def any_process(flag: bool) -> bool:
+    """Whether `flag` is true on any process (one all-gather of an int32; every process must
+    call it at the same point); `flag` itself in a single-process run."""
+    if jax.process_count() == 1:
+        return bool(flag)
+    return bool(np.asarray(multihost_utils.process_allgather(np.int32(flag))).any())
+
+
 def check_same(what: str, payload: Any) -> None:
     """DistributedError on every process unless all processes pass the same JSON `payload`.
 

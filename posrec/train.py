@@ -272,7 +272,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                     line = progress.line(step, meta["epoch"], meta["step_in_epoch"])
                     logging.info("%s", line)
                     progress.write(tb, step)
-                if stop.signum is not None:
+                if stop.agreed(step):
                     break
             if pending is not None:  # waits for the last step: nothing unchecked is saved
                 account(*pending)
@@ -326,7 +326,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             snapshot(latest)
             if meta["stopped"]:
                 logging.info("early stopping after epoch %d", epoch)
-            if stop.signum is not None:
+            if stop.agreed(step, every=1):
                 raise Interrupted(
                     f"stopped by {stop.name}: saved checkpoints/latest at step {step} "
                     f"(end of epoch {epoch}) in {workdir}"
@@ -363,12 +363,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 
 
 class _StopRequest:
-    """SIGTERM/SIGINT handlers that only record the signal; the loop polls `signum`.
+    """SIGTERM/SIGINT handlers that only record the signal; the loop asks `agreed(step)`.
 
     Installed for the duration of the loop (main thread only: Python delivers signals there)
     and removed by `restore`. A second SIGINT raises KeyboardInterrupt at once (Ctrl-C twice
     aborts without waiting for the checkpoint).
+
+    With several processes a signal may reach one of them only, or each at another step,
+    while saving a checkpoint is collective: every process must stop after the same step.
+    So they agree every `SYNC_EVERY` steps (and at each epoch end), all stopping if any was
+    signalled (`parallel.any_process`); the stop then comes at most SYNC_EVERY steps late.
     """
+
+    SYNC_EVERY = 10
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -379,7 +386,16 @@ class _StopRequest:
 
     @property
     def name(self) -> str:
-        return signal.Signals(self.signum).name if self.signum is not None else ""
+        if self.signum is None:
+            return "a signal to another process"
+        return signal.Signals(self.signum).name
+
+    def agreed(self, step: int, every: int = SYNC_EVERY) -> bool:
+        """Whether to stop after `step`: at once with one process; with several, at the
+        steps that are multiples of `every`, if any process has been signalled."""
+        if jax.process_count() == 1:
+            return self.signum is not None
+        return step % every == 0 and parallel.any_process(self.signum is not None)
 
     def _handle(self, signum: int, frame: Any) -> None:
         del frame

@@ -7,6 +7,8 @@ through gloo.
 
 import json
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
@@ -19,7 +21,7 @@ import numpy as np
 import pytest
 
 from posrec import evaluate, parallel
-from posrec.errors import ConfigError
+from posrec.errors import EXIT_INTERRUPTED, ConfigError
 
 # The single-device reference steps of parallel_test and distributed_test are one program:
 # with the persistent compilation cache the second module loads it instead of compiling.
@@ -175,3 +177,52 @@ def test_two_processes_with_pmap(tmp_path):
     want = json.loads((tmp_path / "eval.json").read_text())
     got = evaluate.run(str(tmp_path / "run"), "test")
     assert all(got[k] == pytest.approx(v, abs=1e-12) for k, v in want.items())
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_process_stops_both_at_the_same_step_and_resumes(tmp_path):
+    """A preemption signal that reaches one process only: both agree, save the same step
+    (a collective save), exit 75; the same command then finishes the run."""
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "posrec.main", "--config=configs/quickstart.py",
+            f"--workdir={run}", "--config.data.synthetic.num_users=300",
+            "--config.data.synthetic.num_items=40", "--config.data.synthetic.seq_len=16",
+            "--config.model.max_len=12", "--config.model.hidden=16",
+            "--config.train.num_epochs=50", "--config.train.batch_size=16",
+            "--config.train.log_every=1", "--config.eval.batch_size=50"]
+
+    def start(*extra: str) -> list[tuple[subprocess.Popen, Path]]:
+        port, procs = free_port(), []
+        for pid in range(2):
+            log = tmp_path / f"p{pid}_{time.monotonic_ns()}.log"
+            env = dict(os.environ, POSREC_COORDINATOR=f"127.0.0.1:{port}",
+                       POSREC_NUM_PROCESSES="2", POSREC_PROCESS_ID=str(pid),
+                       XLA_FLAGS="--xla_force_host_platform_device_count=1")
+            with open(log, "w") as f:
+                procs.append((subprocess.Popen([*args, *extra], cwd=ROOT, env=env, stdout=f,
+                                               stderr=subprocess.STDOUT), log))
+        return procs
+
+    procs = start()
+    deadline = time.monotonic() + 600
+    while "step 3/" not in procs[0][1].read_text():  # training (process 0 logs)
+        assert time.monotonic() < deadline and procs[0][0].poll() is None, \
+            procs[0][1].read_text()[-3000:]
+        time.sleep(0.1)
+    procs[1][0].send_signal(signal.SIGTERM)
+    codes = [p.wait(timeout=300) for p, _ in procs]
+    logs = [log.read_text() for _, log in procs]
+    assert codes == [EXIT_INTERRUPTED, EXIT_INTERRUPTED], logs[0][-2000:] + logs[1][-2000:]
+    assert "stopped by a signal to another process" in logs[0]
+    assert "stopped by SIGTERM" in logs[1]
+    saved = {re.search(r"saved checkpoints/latest at step (\d+)", x).group(1) for x in logs}
+    assert len(saved) == 1  # the same step on both processes
+    assert not (run / "results.json").exists()
+
+    step = int(saved.pop())
+    assert step < 50 * 19  # stopped long before the end (19 steps per epoch)
+    procs = start(f"--config.train.num_epochs={step // 19 + 2}")  # a shorter rest
+    codes = [p.wait(timeout=600) for p, _ in procs]
+    assert codes == [0, 0], procs[0][1].read_text()[-3000:]
+    assert f"resumed from step {step}" in procs[0][1].read_text()
+    assert json.loads((run / "results.json").read_text())["epochs_trained"] == step // 19 + 2
