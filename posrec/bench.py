@@ -150,6 +150,7 @@ def model_config(args: argparse.Namespace, variant: str) -> ml_collections.Confi
     config.model.kernel.u, config.model.kernel.l = u_factor, l_factor
     config.train.batch_size = args.batch_size
     config.train.rng_impl = args.rng_impl
+    config.model.dropout_bits = args.dropout_bits
     config.eval.batch_size = args.eval_batch_size
     return config
 
@@ -380,8 +381,8 @@ def _interleave(fns: dict[str, Callable[[], float]], rounds: int) -> dict[str, l
     return times
 
 
-ABLATIONS = ("fused_ce", "bucketing", "rng_impl", "attention_layout", "eval_order",
-             "eval_last_only", "prefetch", "dot_product_attention")
+ABLATIONS = ("fused_ce", "bucketing", "rng_impl", "dropout_bits", "attention_layout",
+             "eval_order", "eval_last_only", "prefetch", "dot_product_attention")
 
 
 def ablations(args: argparse.Namespace, log=print) -> dict[str, Any]:
@@ -431,6 +432,11 @@ def ablations(args: argparse.Namespace, log=print) -> dict[str, Any]:
     if "rng_impl" in chosen:
         pair("rng_impl", lambda v: build_case(v, args.num_items[0], base, threefry),
              lambda v: build_case(v, args.num_items[0], base, rbg))
+    if "dropout_bits" in chosen:
+        bits8 = argparse.Namespace(**{**vars(args), "dropout_bits": 8})
+        bits32 = argparse.Namespace(**{**vars(args), "dropout_bits": 32})
+        pair("dropout_bits", lambda v: build_case(v, args.num_items[0], base, bits32),
+             lambda v: build_case(v, args.num_items[0], base, bits8))
     if "attention_layout" in chosen:
         original = attention.aggregate
         try:
@@ -616,6 +622,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="train.bucket_lengths of the measured batches ('' = off)")
     p.add_argument("--rng_impl", default="threefry2x32", choices=("threefry2x32", "rbg"),
                    help="train.rng_impl (dropout PRNG)")
+    p.add_argument("--dropout_bits", type=int, default=32, choices=(8, 32),
+                   help="model.dropout_bits (random bits per dropout decision)")
     p.add_argument("--steps", type=int, default=8, help="training batches per round")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--eval_users", type=int, default=0,

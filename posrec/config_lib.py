@@ -69,6 +69,10 @@ def default_config() -> ml_collections.ConfigDict:
     model.num_heads = 1
     model.ffn_dim = 0  # 0: same as hidden (SASRec)
     model.dropout = 0.2
+    # Random bits per dropout decision: 32 (flax nn.Dropout: a float32 uniform per element) |
+    # 8 (one random byte per element: 4x fewer PRNG words, the rate rounded to a multiple of
+    # 1/256, e.g. 0.1 -> 0.1016; a faster training step, BENCHMARKS.md table 2).
+    model.dropout_bits = 32
     # Compute dtype of activations and matmuls: "float32" | "bfloat16" (for accelerators;
     # parameters, optimizer state, attention softmax, kernel factors and the loss stay
     # float32; on CPU bfloat16 is slower, BENCHMARKS.md).
@@ -213,6 +217,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         )
     if not 0.0 <= m.dropout < 1.0:
         raise ConfigError(f"config.model.dropout={m.dropout} must be in [0, 1)")
+    _choice("model.dropout_bits", m.get("dropout_bits", 32), (8, 32))
     _choice("model.positional", m.positional, POSITIONAL)
     _choice("model.dtype", m.dtype, ("float32", "bfloat16"))
     _choice("model.bias.kind", m.bias.kind, BIAS_KINDS)

@@ -140,3 +140,38 @@ def test_last_only_equals_the_last_row_of_the_full_forward(positional, kernel):
         last = model.apply({"params": params}, window, last_only=True)
         assert last.shape == full.shape
         np.testing.assert_allclose(last, full, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.25, 0.5])
+def test_byte_dropout_rate_scale_and_independence(rate):
+    """`model.dropout_bits=8`: drop fraction round(256 p)/256 (within 5 sigma), kept values
+    scaled by 256/(256 - round(256 p)), neighbouring bytes (one PRNG word) uncorrelated."""
+    from posrec.models import attention
+
+    x = jnp.ones((64, 1, 40, 40))
+    y = np.asarray(attention.ByteDropout(rate).apply({}, x, rngs={"dropout": jax.random.key(3)}))
+    p = round(256 * rate) / 256
+    dropped = y == 0
+    n = dropped.size
+    assert abs(dropped.mean() - p) < 5 * np.sqrt(p * (1 - p) / n)
+    np.testing.assert_allclose(y[~dropped], 1 / (1 - p), rtol=1e-6)
+    flat = dropped.reshape(-1).astype(float)
+    assert abs(np.corrcoef(flat[:-1], flat[1:])[0, 1]) < 0.02
+    same_key = attention.ByteDropout(rate).apply({}, x, rngs={"dropout": jax.random.key(3)})
+    np.testing.assert_array_equal(y, same_key)
+    assert attention.ByteDropout(rate, deterministic=True).apply({}, x) is x
+
+
+def test_dropout_bits_8_changes_only_training():
+    model, params = make("kernel")
+    cfg = model.config.copy_and_resolve_references()
+    cfg.dropout, cfg.dropout_bits = 0.3, 8
+    byte_model = sasrec.SASRec(cfg, N_ITEMS)
+    x = jnp.array([[0, 3, 5, 7, 2, 9, 4, 1]], jnp.int32)
+    np.testing.assert_array_equal(model.apply({"params": params}, x),
+                                  byte_model.apply({"params": params}, x))
+    rngs = {"dropout": jax.random.key(1)}
+    t = byte_model.apply({"params": params}, x, train=True, rngs=rngs)
+    assert np.abs(np.asarray(t - model.apply({"params": params}, x))).max() > 0
+    np.testing.assert_array_equal(t, byte_model.apply({"params": params}, x, train=True,
+                                                      rngs=rngs))

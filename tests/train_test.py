@@ -104,6 +104,7 @@ def test_resume_continues_to_same_result(tmp_path):
         ("model.positional", "bogus", "positional"),
         ("model.num_heads", 3, "divide"),
         ("train.loss", "mse", "loss"),
+        ("model.dropout_bits", 16, "dropout_bits"),
     ],
 )
 def test_impossible_config_rejected_before_training(tmp_path, key, value, match):

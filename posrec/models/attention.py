@@ -75,6 +75,38 @@ def plain_attention(
     return aggregate(dropout(attention_weights(logits, mask_Bx1xTxT)), v_BxTxHxD)
 
 
+class ByteDropout(nn.Module):
+    """Inverted dropout from one random byte per element (`model.dropout_bits=8`).
+
+    A byte b is uniform on 0..255; the element is dropped iff b < round(256 * rate), so the
+    effective rate is that count / 256. One 32-bit PRNG word serves four elements, where
+    `nn.Dropout` draws a float32 uniform per element: on CPU the [B, H, T, T] attention-weight
+    mask is then several times cheaper (BENCHMARKS.md).
+    """
+
+    rate: float
+    deterministic: bool = False
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        threshold = round(256 * self.rate)
+        if self.deterministic or threshold == 0:
+            return x
+        n = x.size
+        words = jax.random.bits(self.make_rng("dropout"), (-(-n // 4),), jnp.uint32)
+        bytes_ = jax.lax.bitcast_convert_type(words, jnp.uint8).reshape(-1)[:n]
+        keep = bytes_.reshape(x.shape) >= threshold
+        return jnp.where(keep, x * (256 / (256 - threshold)), 0).astype(x.dtype)
+
+
+def dropout(rate: float, deterministic: bool, bits: int = 32) -> nn.Module:
+    """The dropout layer of `model.dropout_bits`: flax `nn.Dropout` (32) or `ByteDropout` (8).
+    Created inside a compact method, like any submodule."""
+    if bits == 8:
+        return ByteDropout(rate, deterministic)
+    return nn.Dropout(rate, deterministic=deterministic)
+
+
 class CausalSelfAttention(nn.Module):
     """Multi-head causal attention; queries come from `x_q`, keys and values from `x_kv`.
 
@@ -90,6 +122,7 @@ class CausalSelfAttention(nn.Module):
     dtype: jnp.dtype = jnp.float32  # compute dtype of the projections (model.dtype)
     # Only the last query's output, [B, 1, C] (scoring): keys and values still span T.
     last_only: bool = False
+    dropout_bits: int = 32  # model.dropout_bits
 
     @nn.compact
     def __call__(self, x_q_BxTxC: Array, x_kv_BxTxC: Array, valid_BxT: Array, train: bool) -> Array:
@@ -104,7 +137,7 @@ class CausalSelfAttention(nn.Module):
         if self.rotate_qk is not None:
             q, k = self.rotate_qk(q, k)
         mask = causal_mask(valid_BxT)
-        drop = nn.Dropout(self.dropout_rate, deterministic=not train)
+        drop = dropout(self.dropout_rate, not train, self.dropout_bits)
         if self.kernel_attention is not None:
             out = self.kernel_attention(q, k, v, mask, valid_BxT, drop, self.bias_HxTxT,
                                         last_only=self.last_only)

@@ -37,14 +37,15 @@ class PointWiseFFN(nn.Module):
     hidden: int
     dropout_rate: float
     dtype: jnp.dtype = jnp.float32
+    dropout_bits: int = 32
 
     @nn.compact
     def __call__(self, x_BxTxC: Array, train: bool) -> Array:
         init = nn.initializers.normal(0.02)
         h = nn.Dense(self.hidden, kernel_init=init, dtype=self.dtype, name="fc1")(x_BxTxC)
-        h = nn.Dropout(self.dropout_rate, deterministic=not train)(nn.relu(h))
+        h = attention.dropout(self.dropout_rate, not train, self.dropout_bits)(nn.relu(h))
         h = nn.Dense(x_BxTxC.shape[-1], kernel_init=init, dtype=self.dtype, name="fc2")(h)
-        h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
+        h = attention.dropout(self.dropout_rate, not train, self.dropout_bits)(h)
         return x_BxTxC + h
 
 
@@ -70,13 +71,15 @@ class Block(nn.Module):
             bias_HxTxT=self.bias_HxTxT,
             dtype=dtype,
             last_only=self.last_only,
+            dropout_bits=dropout_bits(cfg),
             name="attn",
         )(q, x_BxTxC, valid_BxT, train)
         if self.last_only:
             q, valid_BxT = q[:, -1:], valid_BxT[:, -1:]
         x = q + a
         x = nn.LayerNorm(epsilon=1e-8, dtype=dtype, name="ln_ffn")(x)
-        x = PointWiseFFN(cfg.ffn_dim or x.shape[-1], cfg.dropout, dtype, name="ffn")(x, train)
+        x = PointWiseFFN(cfg.ffn_dim or x.shape[-1], cfg.dropout, dtype, dropout_bits(cfg),
+                         name="ffn")(x, train)
         return x * valid_BxT[..., None]
 
 
@@ -114,7 +117,7 @@ class SASRec(nn.Module):
             x = x + pos_TxC[cfg.max_len - T :][None]
         elif pe == "sinusoidal":
             x = x + positional.sinusoidal_table(cfg.max_len, cfg.hidden)[cfg.max_len - T :][None]
-        x = nn.Dropout(cfg.dropout, deterministic=not train)(x)
+        x = attention.dropout(cfg.dropout, not train, dropout_bits(cfg))(x)
         x = (x * valid_BxT[..., None]).astype(compute_dtype(cfg))
 
         kernel_fns = [None] * cfg.num_blocks
@@ -165,6 +168,11 @@ def compute_dtype(cfg: ml_collections.ConfigDict) -> jnp.dtype:
     """`model.dtype` (float32 for configs saved before it existed): the dtype of activations
     and matmuls; parameters, attention softmax, kernel factors and the loss stay float32."""
     return jnp.dtype(cfg.get("dtype", "float32"))
+
+
+def dropout_bits(cfg: ml_collections.ConfigDict) -> int:
+    """`model.dropout_bits` (32 for configs saved before it existed)."""
+    return int(cfg.get("dropout_bits", 32))
 
 
 def uses_absolute_pe(cfg: ml_collections.ConfigDict) -> bool:
