@@ -60,6 +60,8 @@ def runs_by_name(status):
 
 HP = "learning_rate=0.003"
 VICTIM = f"syn/absolute/{HP}/seed1"
+# The first invocation pins each of its 2 parallel runs to a core where there are 2.
+PIN = 1 if len(os.sched_getaffinity(0)) >= 2 else 0
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +75,7 @@ def swept(tmp_path_factory):
         mp.setenv("JAX_COMPILATION_CACHE_DIR", str(directory / "xla_cache"))
         mp.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
         mp.setenv("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
-        first = sweep.run_sweep(path, root, parallel=2, out=io.StringIO())
+        first = sweep.run_sweep(path, root, parallel=2, out=io.StringIO(), cpus_per_run=PIN)
         done = [r["run"] for r in first["runs"] if r["state"] == "done"]
         results = {n: json.loads((root / n / "results.json").read_text()) for n in done}
         mtimes = {n: os.stat(root / n / "train.log").st_mtime_ns for n in done}
@@ -107,6 +109,34 @@ def test_first_invocation_trains_all_and_reports_the_broken_variant(swept):
     assert abs(np.datetime64(a["started"]) - np.datetime64(b["started"])) <= np.timedelta64(1, "s")
     manifest = json.loads((root / "sweep.json").read_text())
     assert manifest["sweep"] == "tiny" and len(manifest["runs"]) == 6
+
+
+@pytest.mark.skipif(not PIN, reason="needs 2 cores")
+def test_parallel_runs_were_pinned_to_distinct_cores(swept):
+    root = swept["root"]
+    cores = {}
+    for name in runs_by_name(swept["first"]):
+        header = (root / name / "train.log").read_text().split("\n=== posrec.sweep ")[1]
+        cores[name] = header.split("(cores ")[1].split(")")[0]
+    a, b = (cores[f"syn/{v}/{HP}/seed0"] for v in ("absolute", "none"))  # ran together
+    assert a != b and {a, b} <= {str([c]) for c in sorted(os.sched_getaffinity(0))}
+
+
+def test_child_setup_pins_and_slots_are_checked():
+    import subprocess
+    import sys
+
+    core = sorted(os.sched_getaffinity(0))[-1]
+    out = subprocess.run(
+        [sys.executable, "-c", "import os; print(sorted(os.sched_getaffinity(0)))"],
+        preexec_fn=lambda: sweep._child_setup((core,)), capture_output=True, text=True,
+        check=True,
+    ).stdout
+    assert out.strip() == f"[{core}]"
+    n = len(os.sched_getaffinity(0))
+    assert [len(c) for c in sweep.cpu_slots(n, 1)] == [1] * n
+    with pytest.raises(ConfigError, match=f"needs {n + 1} cores"):
+        sweep.cpu_slots(n + 1, 1)
 
 
 def test_second_invocation_skips_finished_and_resumes_interrupted(swept):
