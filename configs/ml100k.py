@@ -16,6 +16,8 @@ Expected after preprocessing (posrec.data.stats on shared/data/ml-100k.csv.gz): 
 training sequences (80,418 interactions).
 Published: GroupLens: 943 users, 1,682 movies, 100,000 ratings (before the 5-core).
 Metrics: none cited here.
+Measured (configs/sweeps/others.py: 30 epochs, bucketed, lr 1e-3, seed 0; RESULTS.md): test
+NDCG@10 0.0893 absolute PE, 0.0879 kernel (this config's default).
 """
 
 from posrec.config_lib import default_config

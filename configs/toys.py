@@ -14,6 +14,8 @@ Expected after preprocessing (posrec.data.stats on shared/data/toys.csv.gz): 19,
 11,924 items, 167,597 interactions; length min 5 / median 6 / mean 8.63 / max 550; density
 0.000724. Official-file route: not verified here.
 Published: the same counts in S3-Rec (Zhou et al., CIKM 2020). Metrics: none cited here.
+Measured (configs/sweeps/others.py: 30 epochs, bucketed, lr 1e-3, seed 0; RESULTS.md): test
+NDCG@10 0.0596 absolute PE, 0.0564 kernel (this config's default).
 """
 
 from posrec.config_lib import sparse_config
