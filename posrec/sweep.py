@@ -469,6 +469,12 @@ def _die_with_parent() -> None:
 ONE_THREAD_XLA_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 
+def selected_by(name: str, only: Sequence[str]) -> bool:
+    """Whether run `name` is one `--only` trains: it matches a shell pattern of `only`, or
+    `only` is empty."""
+    return not only or any(fnmatch.fnmatchcase(name, p) for p in only)
+
+
 def cpu_slots(parallel: int, cpus_per_run: int) -> list[tuple[int, ...]]:
     """`parallel` disjoint groups of `cpus_per_run` cores from this process's affinity set;
     ConfigError if there are not enough."""
@@ -499,11 +505,10 @@ def run_sweep(
         raise ConfigError(f"--cpus_per_run={cpus_per_run} must be >= 0")
     slots = cpu_slots(parallel, cpus_per_run) if cpus_per_run else None
     sweep = load(sweep_path)
-    if only and not any(fnmatch.fnmatchcase(r.name, p) for r in sweep.runs for p in only):
+    selected = {r.name for r in sweep.runs if selected_by(r.name, only)}
+    if not selected:
         raise ConfigError(f"--only={','.join(only)} matches none of the {len(sweep.runs)} runs "
                           f"of {sweep.name} (e.g. {sweep.runs[0].name})")
-    selected = {r.name for r in sweep.runs
-                if not only or any(fnmatch.fnmatchcase(r.name, p) for p in only)}
     root = Path(root).absolute()
     manifest = check_root(sweep, root, extend)
     missing = sorted({r.config for r in sweep.runs if not Path(r.config).is_file()})
@@ -716,7 +721,7 @@ def main(argv):
     if f.dry_run:
         return
     states = {r["state"] for r in status["runs"]
-              if not f.only or any(fnmatch.fnmatchcase(r["run"], p) for p in f.only)}
+              if selected_by(r["run"], f.only)}
     if states & {"interrupted", "pending", "running"}:
         sys.exit(EXIT_INTERRUPTED)  # stopped by a signal: rerun to continue
     sys.exit(1 if states - {"done"} else 0)
