@@ -414,6 +414,23 @@ def _validate(method, curve, step, epoch, train_s, t_start, target) -> bool:
     return ndcg >= target
 
 
+def speedups(to_target: dict) -> dict:
+    """Per method, its wall seconds to the target / posrec's: a ratio when it got there, a
+    lower bound (">= budget / posrec") when it did not within its budget."""
+    mine = (to_target.get("posrec") or {}).get("reached")
+    if not mine:
+        return {}
+    out = {}
+    for name, res in to_target.items():
+        if name == "posrec":
+            continue
+        if res["reached"]:
+            out[name] = dict(ratio=res["reached"]["wall_s"] / mine["wall_s"], bound=False)
+        else:  # still below the target when its budget ended
+            out[name] = dict(ratio=res["curve"][-1]["wall_s"] / mine["wall_s"], bound=True)
+    return out
+
+
 def equal_shape_rounds(methods: dict, worker: PosrecWorker, steps: int, rounds: int) -> dict:
     """s/step and targets/s at B=128, T=200, interleaved: each round runs every method."""
     import statistics
@@ -448,6 +465,10 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=None, help="JSON results (default: stdout)")
     p.add_argument("--target_ndcg", type=float, default=0.05)
     p.add_argument("--budget_s", type=float, default=1200.0, help="per method")
+    p.add_argument("--budget_factor", type=float, default=0.0,
+                   help="with posrec first in --methods: each later method's budget is this "
+                        "factor times posrec's wall seconds to the target (a lower-bound test "
+                        "of 'FACTOR x faster': a method still below the target then needs more)")
     p.add_argument("--methods", default="recbole,torch,posrec")
     p.add_argument("--recbole_eval_steps", type=int, default=500)
     p.add_argument("--steps", type=int, default=4, help="fixed batches per timing round")
@@ -494,17 +515,24 @@ def main(argv=None) -> int:
         worker.close()
         log(json.dumps(report["equal_shapes"]))
     report["to_target"] = {}
+    budget_s = args.budget_s
     for name in methods:
-        log(f"{name}: training to NDCG@10 >= {args.target_ndcg} (budget {args.budget_s}s)")
+        log(f"{name}: training to NDCG@10 >= {args.target_ndcg} (budget {budget_s:.0f}s)")
         t_start = time.perf_counter()
         if name == "posrec":
-            res = posrec_to_target(args.data_path, args.target_ndcg, args.budget_s,
+            res = posrec_to_target(args.data_path, args.target_ndcg, budget_s,
                                    work / "posrec_run", args.posrec_args.split())
         else:
             peers[name].reset()
-            res = to_target(peers[name], args.target_ndcg, args.budget_s,
+            res = to_target(peers[name], args.target_ndcg, budget_s,
                             args.recbole_eval_steps if name == "recbole" else 0, t_start)
         report["to_target"][name] = res
+        if name == "posrec" and args.budget_factor:
+            if res["reached"] is None:
+                raise SystemExit("--budget_factor: posrec did not reach the target within "
+                                 f"--budget_s={args.budget_s}")
+            budget_s = args.budget_factor * res["reached"]["wall_s"]
+    report["speedup_vs_posrec"] = speedups(report["to_target"])
     report["load_end"] = os.getloadavg()[0]
     text = json.dumps(report, indent=2, default=float)
     if args.out:
