@@ -488,7 +488,7 @@ def main(argv=None) -> int:
     import numpy as np
     import torch
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(len(os.sched_getaffinity(0)))  # the cores it may use
     args.out = args.out.resolve() if args.out else None
     args.data_path = args.data_path.resolve()
     work = Path(tempfile.mkdtemp(prefix="posrec_peers_"))
@@ -500,7 +500,8 @@ def main(argv=None) -> int:
     methods = args.methods.split(",")
     report = dict(hparams=HPARAMS, data=str(args.data_path), target_ndcg=args.target_ndcg,
                   torch=torch.__version__, torch_threads=torch.get_num_threads(),
-                  cpus=os.cpu_count(), load_start=os.getloadavg()[0], workdir=str(work))
+                  cpus=len(os.sched_getaffinity(0)), load_start=os.getloadavg()[0],
+                  xla_flags=os.environ.get("XLA_FLAGS", ""), workdir=str(work))
     log("equal-shape timing ...")
     peers = {}
     if "recbole" in methods:
