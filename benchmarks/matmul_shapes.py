@@ -6,6 +6,14 @@ Each shape is a jitted `jnp.einsum` timed warm (best of `--repeats`), interleave
 2048x2048 peak in the same process. It bounds the issue-7 target "train step >= 50% of the
 matmul peak": the step's matmuls run near the peak, so the gap is the non-matmul work
 (dropout randomness, LayerNorm, softmax, residuals), not the shapes.
+
+The ceiling part then takes one epoch of ML-1M batches as `posrec.bench` builds them (B=128,
+buckets 50/100/200) and prints, per step: the useful FLOPs (`bench.useful_flops`), the time
+the step's matmuls alone would take at the rates measured above (projections and FFN on the
+whole bucket window, attention on the full T_b x T_b, CE logits at the targets; x3 for
+forward + backward), so the % of peak a step could reach if nothing else cost time, and the
+time of one piece of unavoidable non-matmul work timed in the same loop: the CE's softmax
+over the catalog (logsumexp forward + backward on [targets per step, N]).
 """
 
 import argparse
@@ -13,6 +21,10 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from posrec import bench
+from posrec.data import batching
 
 B, T, C, N = 128, 200, 64, 3417  # ML-1M: batch, window, hidden, catalog + padding row
 SHAPES = {  # name: (einsum, operand shapes, FLOPs)
@@ -28,6 +40,35 @@ SHAPES = {  # name: (einsum, operand shapes, FLOPs)
 }
 
 
+RATES = {  # which measured shape times which part of the step
+    "dense": "Q/K/V/out/FFN: [B*T,C] x [C,C]",
+    "ce": "fused CE chunk: [512,C] x [C,N]",
+    "attn": ("attention scores: [B,T,C] x [B,T,C]", "attention values: [B,T,T] x [B,T,C]"),
+}
+
+
+def step_ceiling(best: dict, blocks: int = 2, buckets=(50, 100, 200)) -> dict:
+    """Per step of one ML-1M epoch: useful FLOPs, matmul-only seconds at the rates `best`
+    (GFLOP/s by shape name), and the mean number of targets (the CE softmax's rows)."""
+    data = bench.load_data(bench.DEFAULT_DATA, T)
+    n = data.num_items
+    dense, ce = best[RATES["dense"]] * 1e9, best[RATES["ce"]] * 1e9
+    attn = float(np.mean([best[k] for k in RATES["attn"]])) * 1e9
+    useful = seconds = targets = steps = 0
+    for b in batching.TrainBatches(data.inputs_NxT, data.targets_NxT, B, 0,
+                                   bucket_lengths=buckets).epoch(0):
+        rows, window = b["inputs"].shape
+        n_targets = int((b["targets"] > 0).sum())
+        seconds += 3 * (blocks * rows * window * (8 * C * C + 4 * C * C) / dense
+                        + blocks * rows * 4 * C * window * window / attn
+                        + n_targets * 2 * n * C / ce)
+        useful += bench.useful_flops((b["inputs"] > 0).sum(1), hidden=C, ffn=C,
+                                     num_blocks=blocks, num_items=n, kernel_mixing=False)
+        targets += n_targets
+        steps += 1
+    return dict(useful=useful / steps, matmul_s=seconds / steps, targets=targets // steps)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--repeats", type=int, default=5)
@@ -40,18 +81,38 @@ def main() -> None:
         f = jax.jit(lambda a, b, spec=spec: jnp.einsum(spec, a, b))
         jax.block_until_ready(f(*ops))
         fns[name] = (f, ops, flops)
-    best = {name: 0.0 for name in fns}
+    ceiling = step_ceiling(dict.fromkeys(fns, 1.0))  # targets per step; rates filled below
+    softmax_name = f"CE softmax: logsumexp fwd+bwd [{ceiling['targets']},N]"
+    softmax = jax.jit(jax.grad(lambda x: jax.nn.logsumexp(x, axis=-1).sum()))
+    logits = [jax.random.normal(key, (ceiling["targets"], N))]
+    jax.block_until_ready(softmax(*logits))
+    fns[softmax_name] = (softmax, logits, None)
+    best = dict.fromkeys(fns, 0.0)
+    fastest = dict.fromkeys(fns, float("inf"))
     for _ in range(args.rounds):  # interleaved: load changes hit every shape alike
         for name, (f, ops, flops) in fns.items():
             for _ in range(args.repeats):
                 t0 = time.perf_counter()
                 jax.block_until_ready(f(*ops))
-                best[name] = max(best[name], flops / (time.perf_counter() - t0) / 1e9)
+                fastest[name] = min(fastest[name], time.perf_counter() - t0)
+            if flops:
+                best[name] = flops / fastest[name] / 1e9
     peak = best["peak: [2048,2048] x [2048,2048]"]
     print(f"jax {jax.__version__}, {jax.devices()[0].platform}; best of {args.rounds} rounds "
           f"x {args.repeats} repeats")
     for name, gflops in best.items():
-        print(f"{name:40s} {gflops:7.1f} GFLOP/s  {100 * gflops / peak:5.1f}% of peak")
+        if fns[name][2]:
+            print(f"{name:40s} {gflops:7.1f} GFLOP/s  {100 * gflops / peak:5.1f}% of peak")
+    c = step_ceiling(best)
+    budget = c["useful"] / (0.5 * peak * 1e9)
+    print(f"\nML-1M step, absolute PE (B={B}, buckets 50/100/200, mean of one epoch): "
+          f"{c['useful'] / 1e9:.2f} useful GFLOP")
+    print(f"  matmuls alone at the rates above: {1e3 * c['matmul_s']:6.0f} ms  -> at most "
+          f"{100 * c['useful'] / c['matmul_s'] / (peak * 1e9):.0f}% of peak if nothing else "
+          "took time")
+    print(f"  50% of peak needs a whole step  <= {1e3 * budget:6.0f} ms, leaving "
+          f"{1e3 * (budget - c['matmul_s']):.0f} ms for all non-matmul work")
+    print(f"  {softmax_name}: {1e3 * fastest[softmax_name]:6.0f} ms")
 
 
 if __name__ == "__main__":
