@@ -375,6 +375,9 @@ def kernel_attention(
     k = jnp.where(real_BxTx1x1, k_BxTxHxD, 0)
     v = jnp.where(real_BxTx1x1, v_BxTxHxD, 0)
     u_id, l_id = cfg.u == "identity", cfg.l == "identity"
+    if cfg.form == "mult" and not (u_id and l_id):  # the kernel enters as a log-bias
+        log_c = effective_kernel(KernelFactors(U, L)) - jnp.eye(T, dtype=U.dtype)
+        bias_HxTxT = log_c if bias_HxTxT is None else bias_HxTxT + log_c
 
     if last_only and cfg.form in ("ul", "mult"):
         return _last_query_attention(U, L, cfg, q[:, -1:], k, v, mask_Bx1xTxT[:, :, -1:],
@@ -401,10 +404,7 @@ def kernel_attention(
         if bias_HxTxT is not None:
             s = s + bias_HxTxT
         out = attention.aggregate(dropout(attention.attention_weights(s, mask_Bx1xTxT)), v)
-    else:  # mult
-        if not (u_id and l_id):
-            log_c = effective_kernel(KernelFactors(U, L)) - jnp.eye(T, dtype=U.dtype)
-            bias_HxTxT = log_c if bias_HxTxT is None else bias_HxTxT + log_c
+    else:  # mult: its log-kernel is already in bias_HxTxT
         out = attention.plain_attention(q, k, v, mask_Bx1xTxT, bias_HxTxT, dropout)
     out = jnp.where(real_BxTx1x1, out, 0).astype(v_BxTxHxD.dtype)
     return out[:, -1:] if last_only else out
@@ -414,17 +414,13 @@ def _last_query_attention(U_HxTxT, L_HxTxT, cfg, q_Bx1xHxD, k_BxTxHxD, v_BxTxHxD
                           mask_Bx1x1xT, valid_BxT, dropout, bias_HxTxT) -> Array:
     """`kernel_attention` of the last query only, forms ``ul`` and ``mult``: [B, 1, H, D].
 
-    q, k, v are already zero at padded positions. For ``ul``, logits (q·K'_j) = Σ_k (q·K_k)
-    U_kj and Σ_j w_j V'_j = Σ_k (Σ_j w_j L_jk) V_k, so U and L act on [B, H, 1, T] rows.
+    q, k, v are already zero at padded positions; for ``mult`` `bias_HxTxT` already holds the
+    log-kernel. For ``ul``, logits (q·K'_j) = Σ_k (q·K_k) U_kj and Σ_j w_j V'_j =
+    Σ_k (Σ_j w_j L_jk) V_k, so U and L act on [B, H, 1, T] rows.
     """
-    T = k_BxTxHxD.shape[1]
     if bias_HxTxT is not None:
         bias_HxTxT = bias_HxTxT[..., -1:, :]
     if cfg.form == "mult":
-        if not (cfg.u == "identity" and cfg.l == "identity"):
-            log_c_Hx1xT = (effective_kernel(KernelFactors(U_HxTxT, L_HxTxT))
-                           - jnp.eye(T, dtype=U_HxTxT.dtype))[:, -1:]
-            bias_HxTxT = log_c_Hx1xT if bias_HxTxT is None else bias_HxTxT + log_c_Hx1xT
         out = attention.plain_attention(q_Bx1xHxD, k_BxTxHxD, v_BxTxHxD, mask_Bx1x1xT,
                                         bias_HxTxT, dropout)
     else:
