@@ -474,6 +474,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=4, help="fixed batches per timing round")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--no_equal_shapes", action="store_true", help="only time to target")
+    p.add_argument("--no_to_target", action="store_true", help="only the equal-shape timing")
     p.add_argument("--posrec_args", default="--config.train.bucket_lengths=(50,100,200) "
                    "--config.train.rng_impl=rbg",
                    help="extra posrec.main flags for the time-to-target run")
@@ -517,7 +518,7 @@ def main(argv=None) -> int:
         log(json.dumps(report["equal_shapes"]))
     report["to_target"] = {}
     budget_s = args.budget_s
-    for name in methods:
+    for name in [] if args.no_to_target else methods:
         log(f"{name}: training to NDCG@10 >= {args.target_ndcg} (budget {budget_s:.0f}s)")
         t_start = time.perf_counter()
         if name == "posrec":
