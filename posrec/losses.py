@@ -257,7 +257,7 @@ def _fused_pass(hidden_MxC, table_NxC, targets_M, rows: int, weights_M=None, gra
     w_P = None if weights_M is None else jnp.pad(weights_M[order_M], (0, P - M))
 
     def body(i, carry):
-        lse_P, dh_PxC, dcand_KxC = carry
+        lse_P, dh_PxC, dcand_CxK = carry
         start = i * rows
         h_RxC = jax.lax.dynamic_slice_in_dim(hidden_PxC, start, rows)
         p_RxK, lse_R = _chunk_softmax(h_RxC, candidates_KxC)
@@ -270,20 +270,22 @@ def _fused_pass(hidden_MxC, table_NxC, targets_M, rows: int, weights_M=None, gra
             p_RxK = p_RxK * w_R[:, None]
             dh_RxC = p_RxK @ candidates_KxC.astype(jnp.float32)
             dh_PxC = jax.lax.dynamic_update_slice_in_dim(dh_PxC, dh_RxC, start, 0)
-            dcand_KxC = dcand_KxC + p_RxK.T @ h_RxC.astype(jnp.float32)
-        return lse_P, dh_PxC, dcand_KxC
+            # Accumulated as [C, K]: hᵀp runs 1.6x faster on XLA:CPU than pᵀh (whose
+            # transposed operand misses the fast GEMM path; benchmarks/matmul_shapes.py).
+            dcand_CxK = dcand_CxK + h_RxC.astype(jnp.float32).T @ p_RxK
+        return lse_P, dh_PxC, dcand_CxK
 
     K = candidates_KxC.shape[0]
     init = (
         jnp.zeros((P,), jnp.float32),
         jnp.zeros((P, C) if grads else (0, C), jnp.float32),
-        jnp.zeros((K, C) if grads else (0, C), jnp.float32),
+        jnp.zeros((C, K) if grads else (C, 0), jnp.float32),
     )
-    lse_P, dh_PxC, dcand_KxC = jax.lax.fori_loop(0, num_chunks, body, init)
+    lse_P, dh_PxC, dcand_CxK = jax.lax.fori_loop(0, num_chunks, body, init)
     unpack = lambda x_P: jnp.zeros((M,) + x_P.shape[1:], x_P.dtype).at[order_M].set(x_P[:M])
     if not grads:
         return unpack(lse_P), None, None
-    return unpack(lse_P), unpack(dh_PxC), dcand_KxC
+    return unpack(lse_P), unpack(dh_PxC), dcand_CxK.T
 
 
 def _fused_value(hidden_MxC, table_NxC, targets_M, lse_M) -> Array:
