@@ -306,10 +306,11 @@ def write_atomic_inter(data, path: Path) -> None:
 class PosrecWorker:
     """A .venv process running posrec training steps on fixed [B, T] batches on request."""
 
-    def __init__(self, data_path: Path, steps: int):
+    def __init__(self, data_path: Path, steps: int, bench_args: str = ""):
         self.proc = subprocess.Popen(
             [str(POSREC_PYTHON), str(Path(__file__).resolve()), "posrec-worker",
-             "--data_path", str(data_path), "--steps", str(steps)],
+             "--data_path", str(data_path), "--steps", str(steps),
+             f"--posrec_bench_args={bench_args}"],
             cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.info = json.loads(self.proc.stdout.readline())
 
@@ -332,7 +333,8 @@ def posrec_worker(args) -> None:
     bargs = bench.parse_args(["--batch_size", str(HPARAMS["batch_size"]), "--max_len",
                               str(HPARAMS["max_len"]), "--dropout", str(HPARAMS["dropout"]),
                               "--bucket_lengths", "", "--steps", str(args.steps),
-                              "--data_path", str(args.data_path)])
+                              "--data_path", str(args.data_path),
+                              *args.posrec_bench_args.split()])
     data = bench.load_data(args.data_path, HPARAMS["max_len"])
     case = bench.build_case("absolute", data.num_items, data, bargs)
     bench.run_steps(case)
@@ -475,6 +477,9 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--no_equal_shapes", action="store_true", help="only time to target")
     p.add_argument("--no_to_target", action="store_true", help="only the equal-shape timing")
+    p.add_argument("--posrec_bench_args", default="",
+                   help="extra posrec.bench flags for the equal-shape posrec step, e.g. "
+                   "'--parallelism=pmap' (with XLA_FLAGS giving one CPU device per core)")
     p.add_argument("--posrec_args", default="--config.train.bucket_lengths=(50,100,200) "
                    "--config.train.rng_impl=rbg",
                    help="extra posrec.main flags for the time-to-target run")
@@ -502,7 +507,8 @@ def main(argv=None) -> int:
     report = dict(hparams=HPARAMS, data=str(args.data_path), target_ndcg=args.target_ndcg,
                   torch=torch.__version__, torch_threads=torch.get_num_threads(),
                   cpus=len(os.sched_getaffinity(0)), load_start=os.getloadavg()[0],
-                  xla_flags=os.environ.get("XLA_FLAGS", ""), workdir=str(work))
+                  xla_flags=os.environ.get("XLA_FLAGS", ""),
+                  posrec_bench_args=args.posrec_bench_args, workdir=str(work))
     log("equal-shape timing ...")
     peers = {}
     if "recbole" in methods:
@@ -512,7 +518,7 @@ def main(argv=None) -> int:
     if "torch" in methods:
         peers["torch"] = TorchMethod(data, HPARAMS)
     if not args.no_equal_shapes:
-        worker = PosrecWorker(args.data_path, args.steps)
+        worker = PosrecWorker(args.data_path, args.steps, args.posrec_bench_args)
         report["equal_shapes"] = equal_shape_rounds(peers, worker, args.steps, args.rounds)
         worker.close()
         log(json.dumps(report["equal_shapes"]))

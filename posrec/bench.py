@@ -52,7 +52,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from posrec import config_lib, evaluate, losses, train
+from posrec import config_lib, evaluate, losses, parallel, train
 from posrec.data import batching
 from posrec.data.splits import EvalSet
 from posrec.models import sasrec
@@ -186,22 +186,34 @@ def build_case(variant: str, num_items: int, data: Data, args: argparse.Namespac
     loss_fn = loss_fn or losses.make_loss(config.train, None)
     case = Case(variant, num_items, config, data, batches, loss_fn, model=model)
     state = train.init_state(config, model)
-    step = jax.jit(functools.partial(train.train_step, model=model, loss_fn=loss_fn),
-                   donate_argnums=0)
     rng = jax.random.key(1, impl=args.rng_impl)
     compile_s, memory = 0.0, 0
-    for b in batches:
-        T = b["inputs"].shape[1]
-        if T in case.steps:
-            continue
-        t0 = time.perf_counter()
-        compiled = step.lower(state, b, rng).compile()
-        compile_s += time.perf_counter() - t0
-        mem = compiled.memory_analysis()
-        if mem is not None:
-            memory = max(memory, int(mem.argument_size_in_bytes + mem.output_size_in_bytes
-                                     + mem.temp_size_in_bytes - mem.alias_size_in_bytes))
-        case.steps[T] = compiled
+    if args.parallelism:  # train.py's data-parallel step over the local devices
+        plan = parallel.make_plan(args.parallelism, args.num_devices)
+        step = plan.make_train_step(
+            functools.partial(train.train_step, model=model, loss_fn=loss_fn))
+        state, rng = plan.replicate(state), plan.replicate(rng)
+        for b in batches:  # compile by a first call per window, on a copy (it is donated)
+            if b["inputs"].shape[1] not in case.steps:
+                t0 = time.perf_counter()
+                jax.block_until_ready(step(jax.tree.map(jnp.copy, state), b, rng))
+                compile_s += time.perf_counter() - t0
+                case.steps[b["inputs"].shape[1]] = step
+    else:
+        step = jax.jit(functools.partial(train.train_step, model=model, loss_fn=loss_fn),
+                       donate_argnums=0)
+        for b in batches:
+            T = b["inputs"].shape[1]
+            if T in case.steps:
+                continue
+            t0 = time.perf_counter()
+            compiled = step.lower(state, b, rng).compile()
+            compile_s += time.perf_counter() - t0
+            mem = compiled.memory_analysis()
+            if mem is not None:
+                memory = max(memory, int(mem.argument_size_in_bytes + mem.output_size_in_bytes
+                                         + mem.temp_size_in_bytes - mem.alias_size_in_bytes))
+            case.steps[T] = compiled
     case.state, case.rng = state, rng
     lengths = np.concatenate([(b["targets"] > 0).sum(axis=1) for b in batches])
     kernel_mixing = VARIANTS[variant][0] == "kernel"
@@ -209,7 +221,7 @@ def build_case(variant: str, num_items: int, data: Data, args: argparse.Namespac
                          data.num_items, kernel_mixing)
     case.results.update(
         variant=variant, num_items=num_items, compile_s=compile_s,
-        step_memory_bytes=memory, windows=sorted(case.steps),
+        step_memory_bytes=memory or None, windows=sorted(case.steps),  # None: not known
         examples_per_round=int(sum(int((b["targets"] > 0).any(axis=1).sum()) for b in batches)),
         targets_per_round=int(sum(int((b["targets"] > 0).sum()) for b in batches)),
         positions_per_round=int(sum(b["targets"].size for b in batches)),
@@ -585,7 +597,8 @@ def format_report(report: dict[str, Any]) -> str:
             r["variant"], str(r["num_items"]), f"{r['ms_per_step']:.0f}", f"{ratio:.2f}",
             f"{r['train_examples_per_s']:.0f}", f"{r['train_targets_per_s']:.0f}",
             f"{r['useful_gflops']:.1f}", f"{100 * r['fraction_of_peak']:.0f}",
-            f"{r['compile_s']:.1f}", f"{r['step_memory_bytes'] / 2**20:.0f}",
+            f"{r['compile_s']:.1f}",
+            f"{r['step_memory_bytes'] / 2**20:.0f}" if r["step_memory_bytes"] else "—",
             f"{r.get('eval_s', float('nan')):.2f}",
             f"{r.get('eval_users_per_s', float('nan')):.0f}",
             f"{r.get('eval_compile_s', float('nan')):.1f}",
@@ -624,6 +637,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="train.rng_impl (dropout PRNG)")
     p.add_argument("--dropout_bits", type=int, default=32, choices=(8, 32),
                    help="model.dropout_bits (random bits per dropout decision)")
+    p.add_argument("--parallelism", default="", choices=("", *parallel.PARALLELISM),
+                   help="train.parallelism: data-parallel steps over the local devices "
+                   "('' = one device, plain jit); on CPU with XLA_FLAGS="
+                   "--xla_force_host_platform_device_count=N, one device per core")
+    p.add_argument("--num_devices", type=int, default=0, help="train.num_devices (0 = all)")
     p.add_argument("--steps", type=int, default=8, help="training batches per round")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--eval_users", type=int, default=0,

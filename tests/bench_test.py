@@ -2,6 +2,7 @@
 
 import json
 
+import jax
 import numpy as np
 import pytest
 
@@ -87,3 +88,20 @@ def test_unknown_ablation_is_refused(capsys):
     with pytest.raises(SystemExit):
         bench.main(["--ablations=fused_ce,warp_drive"])
     assert "unknown ablation(s) ['warp_drive']" in capsys.readouterr().err
+
+
+def test_data_parallel_case_trains_like_the_single_device_step(tmp_path):
+    argv = ["--data_path", str(tmp_path / "absent.csv"), "--batch_size", "4", "--max_len",
+            "8", "--hidden", "8", "--num_blocks", "1", "--num_items", "30", "--dropout", "0",
+            "--bucket_lengths", "4", "--steps", "3"]
+    data = bench.load_data(tmp_path / "absent.csv", 8)
+    params = {}
+    for mode in ("", "pmap", "sharding"):
+        args = bench.parse_args([*argv, "--parallelism", mode] if mode else argv)
+        case = bench.build_case("kernel_toeplitz_full", 30, data, args)
+        assert case.steps and case.results["compile_s"] > 0
+        bench.run_steps(case)
+        params[mode] = jax.tree.map(np.asarray, case.state.params)
+    for mode in ("pmap", "sharding"):
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                     params[""], params[mode])
