@@ -28,6 +28,7 @@ from posrec import bench
 from posrec.data import batching
 
 B, T, C, N = 128, 200, 64, 3417  # ML-1M: batch, window, hidden, catalog + padding row
+BLOCKS = 2
 SHAPES = {  # name: (einsum, operand shapes, FLOPs)
     "peak: [2048,2048] x [2048,2048]": ("ik,kj->ij", ((2048, 2048), (2048, 2048)), 2 * 2048**3),
     "Q/K/V/out/FFN: [B*T,C] x [C,C]": ("ik,kj->ij", ((B * T, C), (C, C)), 2 * B * T * C * C),
@@ -52,26 +53,31 @@ RATES = {  # which measured shape times which part of the step
 }
 
 
-def step_ceiling(best: dict, blocks: int = 2, buckets=(50, 100, 200)) -> dict:
-    """Per step of one ML-1M epoch: useful FLOPs, matmul-only seconds at the rates `best`
-    (GFLOP/s by shape name), and the mean number of targets (the CE softmax's rows)."""
+def epoch_steps(buckets=(50, 100, 200)) -> tuple[int, list[tuple[int, int, int, float]]]:
+    """ML-1M's catalog size and, per step of one bucketed epoch: (rows, window, targets,
+    useful FLOPs of `bench.useful_flops`)."""
     data = bench.load_data(bench.DEFAULT_DATA, T)
-    n = data.num_items
-    dense, ce = best[RATES["dense"]] * 1e9, best[RATES["ce"]] * 1e9
-    attn = float(np.mean([best[k] for k in RATES["attn"]])) * 1e9
-    useful = seconds = targets = steps = 0
+    steps = []
     for b in batching.TrainBatches(data.inputs_NxT, data.targets_NxT, B, 0,
                                    bucket_lengths=buckets).epoch(0):
         rows, window = b["inputs"].shape
-        n_targets = int((b["targets"] > 0).sum())
-        seconds += 3 * (blocks * rows * window * (8 * C * C + 4 * C * C) / dense
-                        + blocks * rows * 4 * C * window * window / attn
-                        + n_targets * 2 * n * C / ce)
-        useful += bench.useful_flops((b["inputs"] > 0).sum(1), hidden=C, ffn=C,
-                                     num_blocks=blocks, num_items=n, kernel_mixing=False)
-        targets += n_targets
-        steps += 1
-    return dict(useful=useful / steps, matmul_s=seconds / steps, targets=targets // steps)
+        useful = bench.useful_flops((b["inputs"] > 0).sum(1), hidden=C, ffn=C,
+                                    num_blocks=BLOCKS, num_items=data.num_items,
+                                    kernel_mixing=False)
+        steps.append((rows, window, int((b["targets"] > 0).sum()), useful))
+    return data.num_items, steps
+
+
+def matmul_seconds(num_items: int, steps: list, best: dict) -> float:
+    """Mean seconds per step of the step's matmuls alone at the rates `best` (GFLOP/s by
+    shape name); x3 for forward + backward."""
+    dense, ce = best[RATES["dense"]] * 1e9, best[RATES["ce"]] * 1e9
+    attn = float(np.mean([best[k] for k in RATES["attn"]])) * 1e9
+    return float(np.mean([
+        3 * (BLOCKS * rows * window * (8 * C * C + 4 * C * C) / dense
+             + BLOCKS * rows * 4 * C * window * window / attn
+             + n_targets * 2 * num_items * C / ce)
+        for rows, window, n_targets, _ in steps]))
 
 
 def main() -> None:
@@ -86,11 +92,12 @@ def main() -> None:
         f = jax.jit(lambda a, b, spec=spec: jnp.einsum(spec, a, b))
         jax.block_until_ready(f(*ops))
         fns[name] = (f, ops, flops)
-    ceiling = step_ceiling(dict.fromkeys(fns, 1.0))  # targets per step; rates filled below
-    logits = [jax.random.normal(key, (ceiling["targets"], N))]
+    num_items, steps = epoch_steps()
+    targets = sum(st[2] for st in steps) // len(steps)
+    logits = [jax.random.normal(key, (targets, N))]
     floors = {  # non-matmul work any exact full-catalog CE does: exp of every logit
-        f"CE: one exp pass over [{ceiling['targets']},N]": lambda x: jnp.exp(x).sum(),
-        f"CE: logsumexp fwd+bwd [{ceiling['targets']},N]":
+        f"CE: one exp pass over [{targets},N]": lambda x: jnp.exp(x).sum(),
+        f"CE: logsumexp fwd+bwd [{targets},N]":
             jax.grad(lambda x: jax.nn.logsumexp(x, axis=-1).sum()),
     }
     for name, f in floors.items():
@@ -112,15 +119,15 @@ def main() -> None:
     for name, gflops in best.items():
         if fns[name][2]:
             print(f"{name:40s} {gflops:7.1f} GFLOP/s  {100 * gflops / peak:5.1f}% of peak")
-    c = step_ceiling(best)
-    budget = c["useful"] / (0.5 * peak * 1e9)
+    useful = float(np.mean([st[3] for st in steps]))
+    matmul_s = matmul_seconds(num_items, steps, best)
+    budget = useful / (0.5 * peak * 1e9)
     print(f"\nML-1M step, absolute PE (B={B}, buckets 50/100/200, mean of one epoch): "
-          f"{c['useful'] / 1e9:.2f} useful GFLOP")
-    print(f"  matmuls alone at the rates above: {1e3 * c['matmul_s']:6.0f} ms  -> at most "
-          f"{100 * c['useful'] / c['matmul_s'] / (peak * 1e9):.0f}% of peak if nothing else "
-          "took time")
+          f"{useful / 1e9:.2f} useful GFLOP")
+    print(f"  matmuls alone at the rates above: {1e3 * matmul_s:6.0f} ms  -> at most "
+          f"{100 * useful / matmul_s / (peak * 1e9):.0f}% of peak if nothing else took time")
     print(f"  50% of peak needs a whole step  <= {1e3 * budget:6.0f} ms, leaving "
-          f"{1e3 * (budget - c['matmul_s']):.0f} ms for all non-matmul work")
+          f"{1e3 * (budget - matmul_s):.0f} ms for all non-matmul work")
     for name in floors:
         print(f"  {name}: {1e3 * fastest[name]:6.0f} ms")
 
