@@ -190,6 +190,7 @@ def build_case(variant: str, num_items: int, data: Data, args: argparse.Namespac
     compile_s, memory = 0.0, 0
     if args.parallelism:  # train.py's data-parallel step over the local devices
         plan = parallel.make_plan(args.parallelism, args.num_devices)
+        plan.check_rng_impl(args.rng_impl)
         step = plan.make_train_step(
             functools.partial(train.train_step, model=model, loss_fn=loss_fn))
         state, rng = plan.replicate(state), plan.replicate(rng)
@@ -439,11 +440,11 @@ def ablations(args: argparse.Namespace, log=print) -> dict[str, Any]:
     if "bucketing" in chosen:
         pair("bucketing", lambda v: build_case(v, args.num_items[0], base, no_buckets),
              lambda v: build_case(v, args.num_items[0], base, args))
-    rbg = argparse.Namespace(**{**vars(args), "rng_impl": "rbg"})
-    threefry = argparse.Namespace(**{**vars(args), "rng_impl": "threefry2x32"})
     if "rng_impl" in chosen:
+        philox = argparse.Namespace(**{**vars(args), "rng_impl": "philox2x32"})
+        threefry = argparse.Namespace(**{**vars(args), "rng_impl": "threefry2x32"})
         pair("rng_impl", lambda v: build_case(v, args.num_items[0], base, threefry),
-             lambda v: build_case(v, args.num_items[0], base, rbg))
+             lambda v: build_case(v, args.num_items[0], base, philox))
     if "dropout_bits" in chosen:
         bits8 = argparse.Namespace(**{**vars(args), "dropout_bits": 8})
         bits32 = argparse.Namespace(**{**vars(args), "dropout_bits": 32})
@@ -633,7 +634,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--variants", type=lambda s: tuple(s.split(",")), default=tuple(VARIANTS))
     p.add_argument("--bucket_lengths", type=_ints, default=(50, 100, 200),
                    help="train.bucket_lengths of the measured batches ('' = off)")
-    p.add_argument("--rng_impl", default="threefry2x32", choices=("threefry2x32", "rbg"),
+    p.add_argument("--rng_impl", default="threefry2x32", choices=config_lib.RNG_IMPLS,
                    help="train.rng_impl (dropout PRNG)")
     p.add_argument("--dropout_bits", type=int, default=32, choices=(8, 32),
                    help="model.dropout_bits (random bits per dropout decision)")

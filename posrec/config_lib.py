@@ -21,6 +21,7 @@ from posrec.errors import ConfigError
 POSITIONAL = ("absolute", "none", "kernel", "sinusoidal", "rope", "alibi", "learned_bias")
 KERNEL_WITH_PE = ("none", "absolute", "sinusoidal", "rope", "alibi")
 BIAS_KINDS = ("offset", "full")
+RNG_IMPLS = ("threefry2x32", "philox2x32", "rbg")
 RESUMABLE_KEYS = (
     "train.num_epochs", "train.patience", "train.log_every", "train.skip_nonfinite",
     # how the same computation is laid out (equal up to float rounding): a run may resume on
@@ -125,10 +126,12 @@ def default_config() -> ml_collections.ConfigDict:
     # A non-finite loss/gradient/update is always dropped on device; False = stop with
     # NonFiniteError naming the step, True = skip it and count it (metrics "skipped_steps").
     train.skip_nonfinite = False
-    # PRNG of dropout (and sampled negatives): "threefry2x32" (JAX's default) | "rbg" (XLA's
-    # RngBitGenerator: same distributions, other streams; cheaper masks in isolation, but no
-    # step-level gain measured at ML-1M shapes on CPU, BENCHMARKS.md). Changing it changes
-    # which units are dropped, so it is not resumable.
+    # PRNG of dropout (and sampled negatives): "threefry2x32" (JAX's default) |
+    # "philox2x32" (Philox-2x32-10 of Random123, as cuRAND and PyTorch on GPU use: 3-4x cheaper
+    # random bits than threefry on CPU, ~10% of an ML-1M step, BENCHMARKS.md) | "rbg" (XLA's
+    # RngBitGenerator, the fast one on TPU; slower than threefry on CPU). Same distributions,
+    # other streams: changing it changes which units are dropped, so it is not resumable.
+    # The default stays threefry so that RESULTS.md's runs repeat bit for bit.
     train.rng_impl = "threefry2x32"
 
     config.eval = ev = ml_collections.ConfigDict()
@@ -162,6 +165,19 @@ def sparse_config(name: str, min_item_count: int = 5) -> ml_collections.ConfigDi
 def _choice(name: str, value, allowed) -> None:
     if value not in allowed:
         raise ConfigError(f"config.{name}={value!r} is not one of {list(allowed)}")
+
+
+def _check_rng_impl(name: str) -> None:
+    """philox2x32 is newer than the oldest JAX that setup.cfg allows: name the JAX at fault."""
+    import jax
+
+    try:
+        jax.random.key(0, impl=name)
+    except (ValueError, KeyError, TypeError) as err:
+        raise ConfigError(
+            f"config.train.rng_impl={name!r} is not available in the installed JAX "
+            f"{jax.__version__} ({err}); upgrade JAX or use 'threefry2x32'"
+        ) from err
 
 
 def _positive(name: str, value, minimum=1) -> None:
@@ -254,7 +270,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _positive("train.eval_every", t.eval_every)
     _positive("train.patience", t.patience)
     _positive("train.log_every", t.log_every)
-    _choice("train.rng_impl", t.rng_impl, ("threefry2x32", "rbg"))
+    _choice("train.rng_impl", t.rng_impl, RNG_IMPLS)
+    _check_rng_impl(t.rng_impl)
     _positive("eval.batch_size", e.batch_size)
     _positive("eval.item_chunk_size", e.item_chunk_size, 0)
     if (not e.ks or any(not isinstance(x, int) or isinstance(x, bool) or x < 1 for x in e.ks)

@@ -125,6 +125,26 @@ class Plan:
                 f"devices; use a multiple of {D} (e.g. {lo} or {hi})"
             )
 
+    def check_rng_impl(self, impl: str) -> None:
+        """ConfigError unless keys of `impl` work inside this plan's mapped step.
+
+        JAX 0.10.2's philox2x32 fails to compile when partitioned over more than one device
+        (its 32x32->64-bit multiply does not lower under manual sharding), in both modes; a
+        tiny compile finds out for the installed JAX before any data is read.
+        """
+        if self.num_devices == 1 or impl == "threefry2x32":
+            return
+        probe = jax.jit(jax.shard_map(lambda k: jax.random.bits(k, (2,)), mesh=self.mesh,
+                                      in_specs=P(), out_specs=P(), check_vma=False))
+        try:
+            probe.lower(jax.random.key(0, impl=impl)).compile()
+        except Exception as err:  # the JAX error type varies by version and backend
+            raise ConfigError(
+                f"config.train.rng_impl={impl!r} does not compile on {self.num_devices} "
+                f"devices with JAX {jax.__version__} ({str(err).splitlines()[0][:120]}); use "
+                "'threefry2x32' or 'rbg' for multi-device runs, or one device"
+            ) from err
+
     def replicate(self, tree: Any) -> Any:
         """Every leaf as a global array replicated on all devices (no-op if it already is).
 
@@ -277,6 +297,7 @@ def plan_for(config: ml_collections.ConfigDict) -> Plan:
     """`make_plan` from `config.train`, with the global batch size checked against it."""
     plan = make_plan(config.train.parallelism, int(config.train.num_devices))
     plan.check_batch_size(int(config.train.batch_size))
+    plan.check_rng_impl(config.train.rng_impl)
     return plan
 
 

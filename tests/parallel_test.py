@@ -138,6 +138,17 @@ def test_bad_device_requests_are_clear_errors(two_devices):
     assert "parallelism='threads'" in errors["bad_parallelism"]
 
 
+def test_rng_impl_check_agrees_with_two_device_training(two_devices):
+    """`Plan.check_rng_impl` refuses exactly the PRNGs whose keys fail inside a real 2-device
+    step (philox2x32 with JAX 0.10.2), and names the setting and the way out."""
+    _, report, _ = two_devices
+    for key, r in report["rng_impls"].items():
+        assert (r["check"] == "") == (r["step"] == "ok"), (key, r)
+        if r["check"]:
+            assert "rng_impl=" in r["check"] and "'threefry2x32'" in r["check"], r["check"]
+    assert report["rng_impls"]["sharding/rbg"] == dict(check="", step="ok")
+
+
 def test_too_many_devices_fails_before_anything_is_written(tmp_path):
     config = pw.tiny_config()
     config.train.num_devices = jax.local_device_count() + 1

@@ -76,14 +76,14 @@ def loss_fn(name: str) -> losses.LossFn:
     return losses.make_loss(cfg, np.arange(NUM_ITEMS + 1))
 
 
-def train_with_plan(plan: parallel.Plan, loss_name: str):
+def train_with_plan(plan: parallel.Plan, loss_name: str, rng_impl: str = "threefry2x32"):
     """(params as numpy, per-step loss values) after STEPS steps through `plan`."""
     config = tiny_config()
     model, state = model_and_state(config)
     step = plan.make_train_step(
         functools.partial(train.train_step, model=model, loss_fn=loss_fn(loss_name))
     )
-    state, rng = plan.replicate(state), plan.replicate(jax.random.key(3))
+    state, rng = plan.replicate(state), plan.replicate(jax.random.key(3, impl=rng_impl))
     values = []
     for batch in global_batches():
         state, m = step(state, batch, rng)
@@ -127,6 +127,27 @@ def errors() -> dict[str, str]:
     return out
 
 
+def rng_impls() -> dict[str, dict[str, str]]:
+    """Per "mode/impl": what `Plan.check_rng_impl` says ("" = accepted) and whether STEPS
+    real steps with such keys run on 2 devices ("ok", or the error's type)."""
+    out = {}
+    for mode in parallel.PARALLELISM:
+        for impl in ("philox2x32", "rbg"):
+            plan = parallel.make_plan(mode, 2)
+            try:
+                plan.check_rng_impl(impl)
+                check = ""
+            except ConfigError as err:
+                check = str(err)
+            try:
+                train_with_plan(plan, "ce", impl)
+                step = "ok"
+            except Exception as err:  # noqa: BLE001 - recorded for the test to judge
+                step = type(err).__name__
+            out[f"{mode}/{impl}"] = dict(check=check, step=step)
+    return out
+
+
 EVALUATIONS = (("sharding", 7), ("pmap", 0))  # (parallelism, eval.item_chunk_size)
 
 
@@ -134,7 +155,7 @@ def main(out: Path, extra_losses: list[str]) -> None:
     """Trains with "ce" both ways (plus `extra_losses` with sharding), evaluates as in
     EVALUATIONS, and writes the results and a checkpoint to `out`."""
     assert jax.device_count() == 2, jax.devices()
-    report: dict = {"errors": errors(), "loss_values": {}}
+    report: dict = {"errors": errors(), "rng_impls": rng_impls(), "loss_values": {}}
     arrays = {}
     for mode in parallel.PARALLELISM:
         for loss_name in ["ce", *extra_losses] if mode == "sharding" else ["ce"]:

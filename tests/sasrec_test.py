@@ -162,6 +162,25 @@ def test_byte_dropout_rate_scale_and_independence(rate):
     assert attention.ByteDropout(rate, deterministic=True).apply({}, x) is x
 
 
+@pytest.mark.parametrize("impl", ["threefry2x32", "philox2x32", "rbg"])
+@pytest.mark.parametrize("bits", [32, 8])
+def test_dropout_rate_under_each_rng_impl(impl, bits):
+    """Every `train.rng_impl` gives the dropout layers of both `model.dropout_bits` their rate
+    (within 5 sigma), the inverted scale, and masks without neighbour correlation."""
+    from posrec.models import attention
+
+    rate = 0.1
+    x = jnp.ones((64, 1, 40, 40))
+    layer = attention.dropout(rate, False, bits)
+    y = np.asarray(layer.apply({}, x, rngs={"dropout": jax.random.key(5, impl=impl)}))
+    p = round(256 * rate) / 256 if bits == 8 else rate
+    dropped = y == 0
+    assert abs(dropped.mean() - p) < 5 * np.sqrt(p * (1 - p) / dropped.size)
+    np.testing.assert_allclose(y[~dropped], 1 / (1 - p), rtol=1e-6)
+    flat = dropped.reshape(-1).astype(float)
+    assert abs(np.corrcoef(flat[:-1], flat[1:])[0, 1]) < 0.02
+
+
 def test_dropout_bits_8_changes_only_training():
     model, params = make("kernel")
     cfg = model.config.copy_and_resolve_references()

@@ -113,6 +113,23 @@ def test_impossible_config_rejected_before_training(tmp_path, key, value, match)
     assert not (tmp_path / "x").exists()
 
 
+def test_rng_impl_missing_from_installed_jax_is_named(tmp_path, monkeypatch):
+    """An older JAX without philox2x32: the config error names the JAX, before training."""
+    import jax
+
+    real_key = jax.random.key
+
+    def old_jax_key(seed, impl=None):
+        if impl == "philox2x32":
+            raise ValueError(f"unrecognized PRNG implementation name {impl!r}")
+        return real_key(seed, impl=impl)
+
+    monkeypatch.setattr(jax.random, "key", old_jax_key)
+    with pytest.raises(ConfigError, match=r"rng_impl='philox2x32' is not available .* JAX"):
+        train.train_and_evaluate(tiny_config(**{"train.rng_impl": "philox2x32"}), tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
 def test_eval_batch_size_does_not_change_metrics(finished_run):
     workdir, _ = finished_run
     config, params, _ = checkpoint.restore_params(workdir, "best")
@@ -132,12 +149,13 @@ def test_eval_batch_size_does_not_change_metrics(finished_run):
         np.testing.assert_array_equal(ranks, outs[0][1])
 
 
-def test_rng_impl_rbg_is_deterministic_and_changes_only_dropout(tmp_path):
-    """train.rng_impl="rbg" (faster dropout masks, issue 7): a run is reproducible, its
-    dropout streams differ from threefry's, and an unknown name is refused."""
-    a = train.train_and_evaluate(tiny_config(**{"train.rng_impl": "rbg",
+@pytest.mark.parametrize("impl", ["rbg", "philox2x32"])
+def test_rng_impl_is_deterministic_and_changes_only_dropout(tmp_path, impl):
+    """train.rng_impl (dropout PRNG, issue 7): a run is reproducible, its dropout streams
+    differ from threefry's, and an unknown name is refused."""
+    a = train.train_and_evaluate(tiny_config(**{"train.rng_impl": impl,
                                                 "train.num_epochs": 1}), tmp_path / "a")
-    b = train.train_and_evaluate(tiny_config(**{"train.rng_impl": "rbg",
+    b = train.train_and_evaluate(tiny_config(**{"train.rng_impl": impl,
                                                 "train.num_epochs": 1}), tmp_path / "b")
     c = train.train_and_evaluate(tiny_config(**{"train.num_epochs": 1}), tmp_path / "c")
     assert a["test"] == b["test"]
