@@ -24,6 +24,7 @@ BIAS_KINDS = ("offset", "full")
 RNG_IMPLS = ("threefry2x32", "philox2x32", "rbg")
 RESUMABLE_KEYS = (
     "train.num_epochs", "train.patience", "train.log_every", "train.skip_nonfinite",
+    "train.checkpoint_every",
     # how the same computation is laid out (equal up to float rounding): a run may resume on
     # another number of devices or with other chunk sizes
     "train.parallelism", "train.num_devices", "train.ce_chunk_size", "eval.item_chunk_size",
@@ -123,6 +124,10 @@ def default_config() -> ml_collections.ConfigDict:
     train.eval_every = 1  # epochs between validation evaluations
     train.patience = 10  # evaluations without improvement of valid NDCG@10
     train.log_every = 50  # steps between progress lines
+    # Steps between mid-epoch saves of checkpoints/latest (0: only at epoch ends and on
+    # SIGTERM/SIGINT), so a hard crash (SIGKILL, lost node, OOM) of a long epoch loses at most
+    # this many steps; resuming from one is exact. Only ever saving, it changes no result.
+    train.checkpoint_every = 1000
     # A non-finite loss/gradient/update is always dropped on device; False = stop with
     # NonFiniteError naming the step, True = skip it and count it (metrics "skipped_steps").
     train.skip_nonfinite = False
@@ -270,6 +275,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _positive("train.eval_every", t.eval_every)
     _positive("train.patience", t.patience)
     _positive("train.log_every", t.log_every)
+    _positive("train.checkpoint_every", t.checkpoint_every, 0)
     _choice("train.rng_impl", t.rng_impl, RNG_IMPLS)
     _check_rng_impl(t.rng_impl)
     _positive("eval.batch_size", e.batch_size)

@@ -272,6 +272,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                     line = progress.line(step, meta["epoch"], meta["step_in_epoch"])
                     logging.info("%s", line)
                     progress.write(tb, step)
+                if (config.train.checkpoint_every and step % config.train.checkpoint_every == 0
+                        and meta["step_in_epoch"] < steps_per_epoch):  # epoch ends save anyway
+                    account(*pending)  # waits for this step: nothing unchecked is saved
+                    pending = None
+                    snapshot(latest)
                 if stop.agreed(step):
                     break
             if pending is not None:  # waits for the last step: nothing unchecked is saved

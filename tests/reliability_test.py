@@ -184,6 +184,32 @@ def test_two_interruptions_then_resume_equal_uninterrupted(straight, tmp_path, m
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers removed again
 
 
+def test_hard_crash_resumes_from_the_mid_epoch_checkpoint(straight, tmp_path, monkeypatch):
+    """train.checkpoint_every=3: a crash that saves nothing (an exception after step 7, as
+    from SIGKILL) leaves checkpoints/latest at step 6, mid-epoch 2 with its 2 losses counted;
+    resuming from there is identical to the uninterrupted run (which saved no mid-epoch
+    checkpoints)."""
+    reference, _, _ = straight
+    real_line = train.Progress.line
+
+    def crash_at_7(self, step, epoch, pos):
+        if step == 7:
+            raise RuntimeError("simulated crash")
+        return real_line(self, step, epoch, pos)
+
+    monkeypatch.setattr(train.Progress, "line", crash_at_7)
+    workdir = tmp_path / "run"
+    config = tiny_config(**{"train.checkpoint_every": 3})
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train.train_and_evaluate(config, workdir)
+    _, _, meta = _latest_state(workdir)
+    assert (meta["step"], meta["epoch"], meta["step_in_epoch"]) == (6, 1, 2)
+    assert meta["epoch_loss_count"] == 2
+    monkeypatch.undo()
+    train.train_and_evaluate(config, workdir)
+    assert_same_run(reference, workdir)
+
+
 def _cli(args, **kw):
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     cache = jax.config.jax_compilation_cache_dir
