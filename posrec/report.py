@@ -6,8 +6,9 @@ Reads the runs listed in ROOT/sweep.json (written by `posrec.sweep`). For every 
 variant, the hyperparameter combination with the best mean validation NDCG@10 over its
 finished seeds is selected (the same grid for every variant; test metrics never take part
 in the choice), and its test metrics are reported as mean ± sample std over seeds, with the
-number of seeds, the mean number of epochs trained and the mean wall time per run (from
-`attempts.jsonl`, all attempts of a run summed; runs trained in parallel share the CPUs).
+number of seeds, the mean number of epochs trained and the mean wall time per run
+(`wall_seconds`: all attempts of a run summed, including attempts killed with the sweep;
+runs trained in parallel share the CPUs).
 
 Significance: per-user test NDCG@10 (from `per_user_test.npz`), averaged over each variant's
 seeds, is compared user by user with the baseline's by a paired t-test and a Wilcoxon
@@ -24,9 +25,11 @@ columns and a table labelled "sampled".
 from __future__ import annotations
 
 import csv
+import datetime
 import io
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -103,12 +106,41 @@ def ndcg_per_user(rank_U: np.ndarray, k: int = TEST_ON) -> np.ndarray:
 # ----------------------------------------------------------------------------- collection
 
 
-def _attempt_seconds(workdir: Path) -> float | None:
+_ATTEMPT_HEADER = re.compile(r"^=== posrec\.sweep (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)")
+_ABSL_TIME = re.compile(r"^[IWEF](\d\d)(\d\d) (\d\d):(\d\d):(\d\d)")
+
+
+def wall_seconds(workdir: Path) -> float | None:
+    """Wall seconds of every attempt of a run, or None if none is known.
+
+    Attempts that ended while the sweep ran are in `attempts.jsonl`. An attempt killed
+    together with the sweep (a machine or session that went away) has no line there; it is
+    timed from its `=== posrec.sweep <start>` header in `train.log` to its last timestamped
+    (absl) log line: a lower bound, short by at most one progress interval.
+    """
+    recorded: dict[str, float] = {}
     path = workdir / "attempts.jsonl"
-    if not path.exists():
-        return None
-    lines = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
-    return float(sum(x["seconds"] for x in lines)) if lines else None
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                x = json.loads(line)
+                recorded[x["started"]] = recorded.get(x["started"], 0.0) + x["seconds"]
+    seconds = list(recorded.values())
+    log = workdir / "train.log"
+    start = last = None  # of the unrecorded attempt being read
+    for line in log.read_text(errors="replace").splitlines() if log.exists() else []:
+        if m := _ATTEMPT_HEADER.match(line):
+            if start is not None and last is not None:
+                seconds.append((last - start).total_seconds())
+            start = None if m[1] in recorded else datetime.datetime.fromisoformat(m[1])
+            last = None
+        elif start is not None and (m := _ABSL_TIME.match(line)):
+            month, day, hour, minute, sec = map(int, m.groups())
+            year = start.year + ((month, day) < (start.month, start.day))  # New Year's Eve
+            last = datetime.datetime(year, month, day, hour, minute, sec)
+    if start is not None and last is not None:
+        seconds.append((last - start).total_seconds())
+    return float(sum(seconds)) if seconds else None
 
 
 def _progress(workdir: Path) -> str:
@@ -144,7 +176,7 @@ def collect(root: Path) -> list[dict[str, Any]]:
         workdir = root / name
         rec = dict(run=name, dataset=spec["dataset"], variant=spec["variant"],
                    hparams=spec["hparams"], seed=spec["seed"], results=None,
-                   wall_seconds=_attempt_seconds(workdir), note="")
+                   wall_seconds=wall_seconds(workdir), note="")
         state, detail = sweep.run_state(workdir)
         if state == "done":
             rec["results"] = json.loads((workdir / "results.json").read_text())

@@ -229,3 +229,26 @@ def test_against_scipy_on_tied_ndcg_like_data():
     t, p = report.paired_t(a, b)
     assert t == pytest.approx(t_ref.statistic)
     assert p == pytest.approx(t_ref.pvalue, abs=1e-4)
+
+
+def test_wall_seconds_counts_attempts_killed_with_the_sweep(tmp_path):
+    """attempts.jsonl has only the attempts that ended while the sweep ran; one killed with
+    the sweep is timed from its train.log header to its last absl line (here across
+    midnight and New Year), and a recorded attempt's own log lines are not counted again."""
+    (tmp_path / "attempts.jsonl").write_text(
+        json.dumps(dict(started="2026-12-31T23:00:00", seconds=100.0, returncode=0)) + "\n")
+    (tmp_path / "train.log").write_text("\n".join([
+        "", "=== posrec.sweep 2026-12-31T23:00:00: python -m posrec.main ...",
+        "I1231 23:00:05.000001 1 train.py:1] step 1",
+        "I1231 23:50:00.000001 1 train.py:1] step 999",  # recorded: 100 s, not 50 min
+        "", "=== posrec.sweep 2026-12-31T23:59:30 (cores [0]): python -m posrec.main ...",
+        "I1231 23:59:31.5 1 xla_bridge.py:1] backend",
+        "W0101 00:01:00.250 1 train.py:1] step 50",
+        "Traceback (most recent call last):",  # lines without a timestamp do not count
+        "", "=== posrec.sweep 2027-01-01T00:05:00: python -m posrec.main ...",  # no log line
+    ]) + "\n")
+    assert report.wall_seconds(tmp_path) == 100.0 + 90.0
+    (tmp_path / "attempts.jsonl").unlink()
+    assert report.wall_seconds(tmp_path) == 3000.0 + 90.0
+    (tmp_path / "train.log").unlink()
+    assert report.wall_seconds(tmp_path) is None
