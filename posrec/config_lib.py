@@ -132,8 +132,9 @@ def default_config() -> ml_collections.ConfigDict:
     # NonFiniteError naming the step, True = skip it and count it (metrics "skipped_steps").
     train.skip_nonfinite = False
     # PRNG of dropout (and sampled negatives): "threefry2x32" (JAX's default) |
-    # "philox2x32" (Philox-2x32-10 of Random123, as cuRAND and PyTorch on GPU use: 3-4x cheaper
-    # random bits than threefry on CPU, ~10% of an ML-1M step, BENCHMARKS.md) | "rbg" (XLA's
+    # "philox2x32" (Random123's Philox-2x32-10, of the family cuRAND and PyTorch's GPU generator
+    # use: 3-4x cheaper bits than threefry on CPU, 1.04-1.16x per ML-1M step, BENCHMARKS.md;
+    # one device only with JAX 0.10.2, checked before any data is read) | "rbg" (XLA's
     # RngBitGenerator, the fast one on TPU; slower than threefry on CPU). Same distributions,
     # other streams: changing it changes which units are dropped, so it is not resumable.
     # The default stays threefry so that RESULTS.md's runs repeat bit for bit.
