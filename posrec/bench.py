@@ -440,11 +440,12 @@ def ablations(args: argparse.Namespace, log=print) -> dict[str, Any]:
     if "bucketing" in chosen:
         pair("bucketing", lambda v: build_case(v, args.num_items[0], base, no_buckets),
              lambda v: build_case(v, args.num_items[0], base, args))
-    if "rng_impl" in chosen:
-        philox = argparse.Namespace(**{**vars(args), "rng_impl": "philox2x32"})
+    if "rng_impl" in chosen:  # JAX's default threefry against each other dropout PRNG
         threefry = argparse.Namespace(**{**vars(args), "rng_impl": "threefry2x32"})
-        pair("rng_impl", lambda v: build_case(v, args.num_items[0], base, threefry),
-             lambda v: build_case(v, args.num_items[0], base, philox))
+        for impl in config_lib.RNG_IMPLS[1:]:
+            other = argparse.Namespace(**{**vars(args), "rng_impl": impl})
+            pair(f"rng_impl={impl}", lambda v: build_case(v, args.num_items[0], base, threefry),
+                 lambda v, other=other: build_case(v, args.num_items[0], base, other))
     if "dropout_bits" in chosen:
         bits8 = argparse.Namespace(**{**vars(args), "dropout_bits": 8})
         bits32 = argparse.Namespace(**{**vars(args), "dropout_bits": 32})

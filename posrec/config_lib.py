@@ -21,7 +21,7 @@ from posrec.errors import ConfigError
 POSITIONAL = ("absolute", "none", "kernel", "sinusoidal", "rope", "alibi", "learned_bias")
 KERNEL_WITH_PE = ("none", "absolute", "sinusoidal", "rope", "alibi")
 BIAS_KINDS = ("offset", "full")
-RNG_IMPLS = ("threefry2x32", "philox2x32", "rbg")
+RNG_IMPLS = ("threefry2x32", "philox2x32", "rbg")  # the default (JAX's) first
 RESUMABLE_KEYS = (
     "train.num_epochs", "train.patience", "train.log_every", "train.skip_nonfinite",
     "train.checkpoint_every",

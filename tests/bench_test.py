@@ -84,6 +84,26 @@ def test_eval_ablations_report_time_shapes_and_rank_agreement(capsys, tmp_path):
     assert report["eval_order"]["kernel_toeplitz_full"]["ranks_differing"] == 0
 
 
+def test_rng_impl_ablation_pairs_threefry_with_each_other_prng(capsys, tmp_path):
+    """--ablations=rng_impl: one before/after pair per non-default train.rng_impl, each with
+    the same targets on both sides (only the dropout streams differ)."""
+    rc = bench.main([
+        "--ablations=rng_impl", "--data_path", str(tmp_path / "absent.csv"),
+        "--batch_size", "4", "--max_len", "8", "--hidden", "8", "--num_blocks", "1",
+        "--num_items", "30", "--variants", "absolute", "--bucket_lengths", "4",
+        "--steps", "2", "--rounds", "1",
+    ])
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out)
+    pairs = {k for k in report if k.startswith("rng_impl")}
+    assert pairs == {"rng_impl=philox2x32", "rng_impl=rbg"}
+    for name in pairs:
+        row = report[name]["absolute"]
+        assert row["before_ms_per_step"] > 0 and row["after_ms_per_step"] > 0
+        assert (row["before_targets_per_s"] * row["before_ms_per_step"]
+                == pytest.approx(row["after_targets_per_s"] * row["after_ms_per_step"]))
+
+
 def test_unknown_ablation_is_refused(capsys):
     with pytest.raises(SystemExit):
         bench.main(["--ablations=fused_ce,warp_drive"])
