@@ -133,7 +133,7 @@ def default_config() -> ml_collections.ConfigDict:
     train.skip_nonfinite = False
     # PRNG of dropout (and sampled negatives): "threefry2x32" (JAX's default) |
     # "philox2x32" (Random123's Philox-2x32-10, of the family cuRAND and PyTorch's GPU generator
-    # use: 3-4x cheaper bits than threefry on CPU, 1.04-1.16x per ML-1M step, BENCHMARKS.md;
+    # use: 3-4x cheaper bits than threefry on CPU, 1.04-1.17x per ML-1M step, BENCHMARKS.md;
     # one device only with JAX 0.10.2, checked before any data is read) | "rbg" (XLA's
     # RngBitGenerator, the fast one on TPU; slower than threefry on CPU). Same distributions,
     # other streams: changing it changes which units are dropped, so it is not resumable.
