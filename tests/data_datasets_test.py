@@ -9,6 +9,7 @@ import gzip
 import hashlib
 import http.server
 import json
+import re
 import sys
 import threading
 import zipfile
@@ -159,6 +160,19 @@ def test_wrong_format_names_the_file(fmt, name):
     with pytest.raises(DataError) as e:
         sources.FORMATS[fmt].reader(FIX / name, OPTS)
     assert str(FIX / name) in str(e.value) and "expected" in str(e.value)
+
+
+@pytest.mark.parametrize("fmt,text,message", [
+    ("amazon-ratings", "A1,B1,5.0,1400000000\nA2,B2,1400000001\n",
+     "line 2: 3 comma-separated field(s) instead of 4; expected"),
+    ("gowalla", "1\t2010-10-19T23:55:27Z\t30.2\t-97.7\t22847\n1\t2010-10-19T23:55:27Z\n",
+     "line 2: 2 tab-separated field(s) instead of 5; expected"),
+])
+def test_a_line_with_the_wrong_number_of_fields_is_named(tmp_path, fmt, text, message):
+    path = tmp_path / "data.txt"
+    path.write_text(text)
+    with pytest.raises(DataError, match=re.escape(f"{path}: {message}")):
+        sources.FORMATS[fmt].reader(path, OPTS)
 
 
 def test_wrong_format_through_the_registry_mentions_the_csv_alternative():

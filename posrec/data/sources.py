@@ -164,6 +164,18 @@ def _lines(text: str) -> Iterable[tuple[int, str]]:
             yield lineno, line
 
 
+def _fields(line: str, sep: str, n: int, path: Path, lineno: int, fmt: str) -> list[str]:
+    """The line's `n` fields, or a DataError naming the line, the count and the format."""
+    parts = line.split(sep)
+    if len(parts) != n:
+        kind = {",": "comma", "\t": "tab"}[sep]
+        raise DataError(
+            f"{path}: line {lineno}: {len(parts)} {kind}-separated field(s) instead of {n}; "
+            f"expected {fmt}"
+        )
+    return parts
+
+
 def _int(s: str, path: Path, lineno: int, name: str, fmt: str) -> int:
     try:
         return int(s)
@@ -261,12 +273,7 @@ def read_amazon_ratings(path: Path, opts: ReadOptions) -> Interactions:
     i_col: list[str] = []
     times: list[int] = []
     for lineno, line in _lines(_text(path)):
-        parts = line.split(",")
-        if len(parts) != 4:
-            raise DataError(
-                f"{path}: line {lineno}: {len(parts)} comma-separated field(s) instead of 4; "
-                f"expected {AMAZON_RATINGS_FORMAT}"
-            )
+        parts = _fields(line, ",", 4, path, lineno, AMAZON_RATINGS_FORMAT)
         if lineno == 1 and not parts[3].strip().lstrip("-").isdigit():
             raise DataError(
                 f"{path}: line 1: {line[:60]!r} looks like a header; expected "
@@ -343,12 +350,7 @@ def read_gowalla(path: Path, opts: ReadOptions) -> Interactions:
     items: list[int] = []
     stamps: list[str] = []
     for lineno, line in _lines(_text(path)):
-        parts = line.split("\t")
-        if len(parts) != 5:
-            raise DataError(
-                f"{path}: line {lineno}: {len(parts)} tab-separated field(s) instead of 5; "
-                f"expected {GOWALLA_FORMAT}"
-            )
+        parts = _fields(line, "\t", 5, path, lineno, GOWALLA_FORMAT)
         users.append(_int(parts[0], path, lineno, "user", GOWALLA_FORMAT))
         items.append(_int(parts[4], path, lineno, "location id", GOWALLA_FORMAT))
         stamps.append(parts[1].rstrip("Z"))
