@@ -282,7 +282,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             if pending is not None:  # waits for the last step: nothing unchecked is saved
                 account(*pending)
             if meta["step_in_epoch"] < steps_per_epoch:  # a signal stopped the epoch early
-                snapshot(latest)
+                if last_saved != step:  # not just saved by train.checkpoint_every
+                    snapshot(latest)
                 raise Interrupted(
                     f"stopped by {stop.name}: saved checkpoints/latest at step {step} "
                     f"(epoch {meta['epoch'] + 1}, batch {meta['step_in_epoch']}/"

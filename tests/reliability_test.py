@@ -210,6 +210,26 @@ def test_hard_crash_resumes_from_the_mid_epoch_checkpoint(straight, tmp_path, mo
     assert_same_run(reference, workdir)
 
 
+def test_signal_at_a_checkpoint_every_step_saves_it_once(tmp_path, monkeypatch):
+    """SIGTERM right after step 6 with train.checkpoint_every=3: the periodic save of step 6
+    is the interruption's checkpoint; no step is written twice (a rewrite deletes the step
+    first, which a kill in between would lose)."""
+    saved = []
+    real_save = checkpoint.save
+
+    def counting_save(mngr, step, *args):
+        saved.append((Path(mngr.directory).name, step))
+        return real_save(mngr, step, *args)
+
+    monkeypatch.setattr(checkpoint, "save", counting_save)
+    signal_after_step(monkeypatch, {6: signal.SIGTERM})
+    with pytest.raises(Interrupted, match="saved checkpoints/latest at step 6 "):
+        train.train_and_evaluate(tiny_config(**{"train.checkpoint_every": 3}), tmp_path / "r")
+    latest = [step for kind, step in saved if kind == "latest"]
+    assert latest == [3, 4, 6]
+    assert _latest_state(tmp_path / "r")[2]["step"] == 6
+
+
 def _cli(args, **kw):
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     cache = jax.config.jax_compilation_cache_dir
