@@ -480,8 +480,7 @@ def main(argv=None) -> int:
     p.add_argument("--posrec_bench_args", default="",
                    help="extra posrec.bench flags for the equal-shape posrec step, e.g. "
                    "'--parallelism=pmap' (with XLA_FLAGS giving one CPU device per core)")
-    p.add_argument("--posrec_args", default="--config.train.bucket_lengths=(50,100,200) "
-                   "--config.train.rng_impl=rbg",
+    p.add_argument("--posrec_args", default="--config.train.bucket_lengths=(50,100,200)",
                    help="extra posrec.main flags for the time-to-target run")
     args = p.parse_args(argv)
     if args.mode == "export":
