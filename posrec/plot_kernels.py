@@ -56,6 +56,10 @@ def kernel_factors(
             raise ConfigError(f"parameters have no '{name}' entry for this config's kernel")
         variables = {"params": own} if own else {}
         factors = module.apply(variables, m.max_len)
+        if m.kernel.l != "identity":  # L as a full window sees it (every position real)
+            factors = factors._replace(
+                L_HxTxT=kernel_lib.normalize_l(factors.L_HxTxT, m.kernel.l_norm)
+            )
         out[label] = kernel_lib.KernelFactors(*(np.asarray(f) for f in factors))
     return out
 

@@ -110,26 +110,30 @@ def ref_factor(cfg, params, factor: str) -> np.ndarray:
     return out
 
 
-def ref_normalize(L: np.ndarray, l_norm: str) -> np.ndarray:
+def ref_normalize(L: np.ndarray, l_norm: str, real: np.ndarray | None = None) -> np.ndarray:
+    """Row r normalized over the columns c ≤ r that are real (all of them if `real` is None)."""
+    real = np.ones(L.shape[-1], bool) if real is None else real
     out = np.zeros_like(L)
     for h in range(L.shape[0]):
-        for r in range(T):
-            row = L[h, r, : r + 1]
+        for r in range(L.shape[-1]):
+            cols = [c for c in range(r + 1) if real[c]]
+            if not cols:
+                continue
+            row = L[h, r, cols]
             if l_norm == "none":
-                out[h, r, : r + 1] = row
+                out[h, r, cols] = row
             elif l_norm == "rowsum":
-                out[h, r, : r + 1] = row / max(np.abs(row).sum(), 1e-6)
+                out[h, r, cols] = row / max(np.abs(row).sum(), 1e-6)
             else:
                 e = np.exp(row - row.max())
-                out[h, r, : r + 1] = e / e.sum()
+                out[h, r, cols] = e / e.sum()
     return out
 
 
 def ref_factors(cfg, params):
+    """Raw U and L (before `l_norm`), broadcast to [H, T, T]."""
     U = ref_factor(cfg, params, "u")
     L = ref_factor(cfg, params, "l")
-    if cfg.l != "identity":
-        L = ref_normalize(L, cfg.l_norm)
     return np.broadcast_to(U, (H, T, T)), np.broadcast_to(L, (H, T, T))
 
 
@@ -144,10 +148,11 @@ def masked_softmax(Z: np.ndarray, allowed: np.ndarray) -> np.ndarray:
 
 
 def ref_attention(cfg, params, q, k, v, valid, bias=None) -> np.ndarray:
-    U_all, L_all = ref_factors(cfg, params)
+    U_all, L_raw = ref_factors(cfg, params)
     out = np.zeros((B, T, H, D))
     for b in range(B):
         real = valid[b]
+        L_all = L_raw if cfg.l == "identity" else ref_normalize(L_raw, cfg.l_norm, real)
         allowed = np.array([[j <= i and real[j] for j in range(T)] for i in range(T)])
         for h in range(H):
             U, L = U_all[h], L_all[h]
@@ -212,7 +217,18 @@ def test_factors_and_effective_kernel_match_reference(u, lf, l_norm):
     U, L = ref_factors(cfg, params)
     np.testing.assert_allclose(np.asarray(factors.U_HxTxT), U, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(np.asarray(factors.L_HxTxT), L, rtol=1e-6, atol=1e-6)
-    assert np.all(np.triu(np.asarray(factors.L_HxTxT), 1) == 0)
+    # The window's normalized L (what plots show) and per example, over real positions only.
+    window_L = np.asarray(kernel.normalize_l(factors.L_HxTxT, l_norm))
+    np.testing.assert_allclose(window_L, ref_normalize(L, l_norm), rtol=1e-6, atol=1e-6)
+    valid = make_inputs(0)[3]
+    per_example = np.asarray(kernel.normalize_l(factors.L_HxTxT, l_norm, jnp.asarray(valid)))
+    want_shape = (B, H, T, T) if l_norm != "none" else (H, T, T)
+    assert per_example.shape == want_shape
+    for b in range(B if l_norm != "none" else 0):
+        np.testing.assert_allclose(per_example[b], ref_normalize(L, l_norm, valid[b]),
+                                   rtol=1e-6, atol=1e-6)
+    for M in (factors.L_HxTxT, window_L, per_example):
+        assert np.all(np.triu(np.asarray(M), 1) == 0)
     assert np.all(np.tril(np.asarray(factors.U_HxTxT), -1) == 0)
     np.testing.assert_allclose(np.asarray(kernel.effective_kernel(factors)), U @ L, atol=1e-5)
 
@@ -296,7 +312,7 @@ def test_softmax_norm_identity_init_is_near_identity():
     factors = kernel.PositionalKernel(cfg, T_MAX, H).apply(
         kernel.PositionalKernel(cfg, T_MAX, H).init(jax.random.PRNGKey(0), T_MAX), T_MAX
     )
-    L = np.asarray(factors.L_HxTxT)
+    L = np.asarray(kernel.normalize_l(factors.L_HxTxT, "softmax"))
     bound = math.exp(kernel.SOFTMAX_DIAG_MARGIN) / (math.exp(kernel.SOFTMAX_DIAG_MARGIN) + 1)
     assert np.all(np.diagonal(L, axis1=1, axis2=2) >= bound - 1e-6)
     np.testing.assert_allclose(L.sum(-1), 1.0, rtol=1e-6)

@@ -142,6 +142,35 @@ def test_last_only_equals_the_last_row_of_the_full_forward(positional, kernel):
         np.testing.assert_allclose(last, full, rtol=1e-5, atol=1e-5)
 
 
+WINDOW_CASES = [
+    *[(name, {}) for name in ("absolute", "sinusoidal", "none", "rope", "alibi", "learned_bias")],
+    *[("kernel", dict(form=form, l_norm=norm)) for form in ("ul", "alt1", "alt2", "mult")
+      for norm in ("none", "rowsum", "softmax")],
+    ("kernel", dict(l="toeplitz", l_norm="rowsum")), ("kernel", dict(l="decay", l_norm="softmax")),
+]
+
+
+@pytest.mark.parametrize("positional, kernel", WINDOW_CASES)
+def test_outputs_do_not_depend_on_the_window_length(positional, kernel):
+    """A user's outputs are the same in a full window and in a cut one (training buckets,
+    evaluation windows sized by the batch's longest history), for trained-looking (non-init)
+    parameters: every scheme indexes positions from the most recent item and `l_norm`
+    normalizes over real positions only."""
+    model, params = make(positional, **kernel)
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(2), len(leaves))
+    params = jax.tree.unflatten(
+        tree, [x + 0.3 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+    inputs = jnp.array([[0, 0, 0, 3, 5, 7, 2, 9], [0, 0, 0, 0, 0, 6, 8, 10],
+                        [0, 0, 0, 0, 0, 0, 0, 11]], jnp.int32)
+    full = model.apply({"params": params}, inputs)[:, -5:]
+    cut = model.apply({"params": params}, inputs[:, -5:])
+    real = np.asarray(inputs[:, -5:] > 0)
+    np.testing.assert_allclose(np.asarray(cut)[real], np.asarray(full)[real], rtol=1e-5, atol=1e-5)
+    last = model.apply({"params": params}, inputs[:, -5:], last_only=True)
+    np.testing.assert_allclose(last, full[:, -1], rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("rate", [0.1, 0.25, 0.5])
 def test_byte_dropout_rate_scale_and_independence(rate):
     """`model.dropout_bits=8`: drop fraction round(256 p)/256 (within 5 sigma), kept values

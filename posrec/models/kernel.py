@@ -48,19 +48,28 @@ Initialization (`cfg.init`): ``identity`` makes U = L = I exactly (the model the
 SASRec without positional embeddings), except under `l_norm="softmax"` (below);
 ``identity_noise`` adds N(0, cfg.init_noise) to every free parameter.
 
-Normalization of L (`cfg.l_norm`), applied over the causal support (k ≤ j) of each row of the
-window's L, after slicing to the window:
+Normalization of L (`cfg.l_norm`), applied by `kernel_attention` to each example's rows of
+L over their real causal support, the positions k ≤ j that hold an item (padding excluded).
+The normalized L is then the same for any window length and any amount of left padding, so
+a user's outputs do not depend on which other users share the batch (evaluation windows
+follow the batch's longest history) or on the training bucket. It costs a per-example
+[B, H, T, T] L (and, for ``mult``, a per-example C: O(B H T³)); `l_norm="none"` keeps the
+shared [H, T, T] factor.
 
   * ``none``;
-  * ``rowsum``: L_jk / max(Σ_{k'≤j} |L_jk'|, 1e-6). The denominator is the absolute row sum,
-    so the result equals the plain row-sum normalization whenever entries are non-negative
-    (for instance near identity init, which it leaves exactly at I) but cannot divide by a
-    sum that crosses zero when signs mix; the floor guards an all-zero row.
-  * ``softmax``: row softmax of the raw entries, read as logits, over the causal support
-    (entries above the diagonal are 0). Exact identity would need an infinite diagonal
-    logit (and would have zero gradient), so identity init sets the diagonal logit to
-    log(T_max) + 4 and the others to 0: the diagonal weight is then ≥ e⁴/(e⁴+1) ≈ 0.982 in
-    every row, and the rest is spread uniformly over earlier positions.
+  * ``rowsum``: L_jk / max(Σ_{k'} |L_jk'|, 1e-6), the sum over the real support of row j.
+    The denominator is the absolute row sum, so the result equals the plain row-sum
+    normalization whenever entries are non-negative (for instance near identity init,
+    which it leaves exactly at I) but cannot divide by a sum that crosses zero when signs
+    mix; the floor guards an all-zero row.
+  * ``softmax``: row softmax of the raw entries, read as logits, over the real support
+    (0 elsewhere). Exact identity would need an infinite diagonal logit (and would have
+    zero gradient), so identity init sets the diagonal logit to log(T_max) + 4 and the
+    others to 0: the diagonal weight is then ≥ e⁴/(e⁴+1) ≈ 0.982 in every row, and the rest
+    is spread uniformly over earlier positions.
+
+`PositionalKernel` returns the raw factors; `normalize_l` without a validity mask gives the
+L of a full window (every position real), which is what `posrec.plot_kernels` shows.
 
 Sharing (`cfg.share`: ``layerwise`` or ``shared``) is applied by `posrec.models.sasrec`, which
 builds one `PositionalKernel` per block or one for all blocks.
@@ -207,15 +216,23 @@ def decay_coefficients(diag_H: Array, amp_H: Array, logit_H: Array, T: int) -> A
     return jnp.where(d[None, :] == 0, diag_H[:, None], tail)
 
 
-def normalize_l(L_HxTxT: Array, l_norm: str) -> Array:
-    """Row normalization of a lower-triangular L over its causal support (see module doc)."""
+def normalize_l(L_HxTxT: Array, l_norm: str, valid_BxT: Array | None = None) -> Array:
+    """Row normalization of a lower-triangular L over its real causal support (module doc).
+
+    With `valid_BxT`, per example: [B, H, T, T], rows normalized over the positions k ≤ j
+    that hold an item. Without it, over the whole causal triangle of the window: [H, T, T].
+    """
     if l_norm == "none":
         return L_HxTxT
     T = L_HxTxT.shape[-1]
     support = np.tril(np.ones((T, T), dtype=bool))
+    if valid_BxT is not None:
+        support = support & valid_BxT[:, None, None, :]  # [B, 1, T, T]
+        L_HxTxT = L_HxTxT[None]
     if l_norm == "rowsum":
-        denom = jnp.sum(jnp.abs(L_HxTxT), axis=-1, keepdims=True)
-        return L_HxTxT / jnp.maximum(denom, ROWSUM_EPS)
+        L = jnp.where(support, L_HxTxT, 0.0)
+        denom = jnp.sum(jnp.abs(L), axis=-1, keepdims=True)
+        return L / jnp.maximum(denom, ROWSUM_EPS)
     if l_norm == "softmax":
         logits = jnp.where(support, L_HxTxT, attention.NEG_INF)
         return jnp.where(support, jax.nn.softmax(logits, axis=-1), 0.0)
@@ -287,7 +304,8 @@ class PositionalKernel(nn.Module):
 
     @nn.compact
     def __call__(self, T: int) -> KernelFactors:
-        """KernelFactors with U, L of shape [H, T, T], H = num_heads if per_head else 1."""
+        """Raw factors U, L of shape [H, T, T], H = num_heads if per_head else 1 (L before
+        `l_norm`, which `kernel_attention` applies per example)."""
         cfg = self.cfg
         validate_kernel_config(cfg, self.max_len, self.num_heads)
         if not 1 <= T <= self.max_len:
@@ -297,8 +315,6 @@ class PositionalKernel(nn.Module):
         H = self.num_heads if cfg.per_head else 1
         U = _build_factor(self._param, "u", cfg, self.max_len, H, T)
         L = _build_factor(self._param, "l", cfg, self.max_len, H, T)
-        if cfg.l != "identity":
-            L = normalize_l(L, cfg.l_norm)
         return KernelFactors(U, L)
 
     def _param(self, name: str, init: Callable, shape: tuple[int, ...]) -> Array:
@@ -316,9 +332,12 @@ class PositionalKernel(nn.Module):
 
 
 def effective_kernel(factors: KernelFactors) -> Array:
-    """C = U·L as [H, T, T] (for plots and the `mult` form); C_ij sums over k ≥ max(i, j)."""
+    """C = U·L (for plots and the `mult` form); C_ij sums over k ≥ max(i, j).
+
+    [H, T, T], or [B, H, T, T] for a per-example (normalized) L of shape [B, H, T, T].
+    """
     return jnp.einsum(
-        "hik,hkj->hij", factors.U_HxTxT, factors.L_HxTxT, precision=_PRECISION
+        "hik,...hkj->...hij", factors.U_HxTxT, factors.L_HxTxT, precision=_PRECISION
     )
 
 
@@ -327,9 +346,12 @@ def _mix_keys(U_HxTxT: Array, k_BxTxHxD: Array) -> Array:
     return jnp.einsum("hkj,bkhd->bjhd", U_HxTxT, k_BxTxHxD, precision=_PRECISION)
 
 
-def _mix_values(L_HxTxT: Array, v_BxTxHxD: Array) -> Array:
-    """V' = L V per head: V'_j = Σ_k L_jk V_k (only k ≤ j, L is lower triangular)."""
-    return jnp.einsum("hjk,bkhd->bjhd", L_HxTxT, v_BxTxHxD, precision=_PRECISION)
+def _mix_values(L: Array, v_BxTxHxD: Array) -> Array:
+    """V' = L V per head: V'_j = Σ_k L_jk V_k (only k ≤ j, L is lower triangular).
+
+    L is [H, T, T], or [B, H, T, T] when normalized per example."""
+    eq = "bhjk,bkhd->bjhd" if L.ndim == 4 else "hjk,bkhd->bjhd"
+    return jnp.einsum(eq, L, v_BxTxHxD, precision=_PRECISION)
 
 
 def kernel_attention(
@@ -370,11 +392,13 @@ def kernel_attention(
             )
     U = jnp.broadcast_to(U, (H, T, T))
     L = jnp.broadcast_to(L, (H, T, T))
+    u_id, l_id = cfg.u == "identity", cfg.l == "identity"
+    if not l_id:
+        L = normalize_l(L, cfg.l_norm, valid_BxT)  # [B, H, T, T] unless l_norm == "none"
     real_BxTx1x1 = valid_BxT[:, :, None, None]
     q = jnp.where(real_BxTx1x1, q_BxTxHxD, 0)
     k = jnp.where(real_BxTx1x1, k_BxTxHxD, 0)
     v = jnp.where(real_BxTx1x1, v_BxTxHxD, 0)
-    u_id, l_id = cfg.u == "identity", cfg.l == "identity"
     if cfg.form == "mult" and not (u_id and l_id):  # the kernel enters as a log-bias
         log_c = effective_kernel(KernelFactors(U, L)) - jnp.eye(T, dtype=U.dtype)
         bias_HxTxT = log_c if bias_HxTxT is None else bias_HxTxT + log_c
@@ -398,7 +422,8 @@ def kernel_attention(
         s = attention.scores(q, k).astype(jnp.float32)
         s = jnp.where(mask_Bx1xTxT & real_query_Bx1xTx1, s, 0.0)
         if not l_id:
-            s = jnp.einsum("hik,bhkj->bhij", L, s, precision=_PRECISION)
+            eq = "bhik,bhkj->bhij" if L.ndim == 4 else "hik,bhkj->bhij"
+            s = jnp.einsum(eq, L, s, precision=_PRECISION)
         if not u_id:
             s = jnp.einsum("bhik,hkj->bhij", s, U, precision=_PRECISION)
         if bias_HxTxT is not None:
@@ -416,7 +441,8 @@ def _last_query_attention(U_HxTxT, L_HxTxT, cfg, q_Bx1xHxD, k_BxTxHxD, v_BxTxHxD
 
     q, k, v are already zero at padded positions; for ``mult`` `bias_HxTxT` already holds the
     log-kernel. For ``ul``, logits (q·K'_j) = Σ_k (q·K_k) U_kj and Σ_j w_j V'_j =
-    Σ_k (Σ_j w_j L_jk) V_k, so U and L act on [B, H, 1, T] rows.
+    Σ_k (Σ_j w_j L_jk) V_k, so U and L act on [B, H, 1, T] rows. L, and the bias of
+    ``mult``, carry a leading batch axis when L is normalized per example.
     """
     if bias_HxTxT is not None:
         bias_HxTxT = bias_HxTxT[..., -1:, :]
@@ -432,6 +458,7 @@ def _last_query_attention(U_HxTxT, L_HxTxT, cfg, q_Bx1xHxD, k_BxTxHxD, v_BxTxHxD
             s_BxHx1xT = s_BxHx1xT + bias_HxTxT
         w_BxHx1xT = dropout(attention.attention_weights(s_BxHx1xT, mask_Bx1x1xT))
         if cfg.l != "identity":
-            w_BxHx1xT = jnp.einsum("bhqj,hjk->bhqk", w_BxHx1xT, L_HxTxT, precision=_PRECISION)
+            eq = "bhqj,bhjk->bhqk" if L_HxTxT.ndim == 4 else "bhqj,hjk->bhqk"
+            w_BxHx1xT = jnp.einsum(eq, w_BxHx1xT, L_HxTxT, precision=_PRECISION)
         out = attention.aggregate(w_BxHx1xT, v_BxTxHxD)
     return jnp.where(valid_BxT[:, -1:, None, None], out, 0)
