@@ -1,8 +1,9 @@
 """Full-ranking metrics (shared/docs/protocol.md).
 
 Two steps, so that per-user values can be exported for significance tests:
-  1. `rank_and_topk` (jitted, on device): rank of each user's target among all catalog
-     items, with pessimistic ties and seen-item masking, plus the top-K list for coverage;
+  1. `chunked_rank_and_topk` (jitted, on device): rank of each user's target among all
+     catalog items, with pessimistic ties and seen-item masking, plus the top-K list for
+     coverage (`rank_and_topk` is the same on a dense score matrix, the tests' reference);
   2. `summarize` (numpy, on host): NDCG/HR/MRR@K averaged over users, COV@K over the union
      of top-K lists.
 """
@@ -31,15 +32,20 @@ def mask_scores(scores_BxN: Array, targets_B: Array, seen_BxS: Array | None) -> 
 
 
 def target_ranks(masked_BxN: Array, targets_B: Array) -> Array:
-    """1 + number of other items scoring >= the target (ties count against the target)."""
+    """1 + number of other items scoring >= the target (ties count against the target).
+
+    NaN scores count as ahead and a non-finite target score gets the worst rank, N."""
     t_B = masked_BxN[jnp.arange(masked_BxN.shape[0]), targets_B]
-    return jnp.sum(masked_BxN >= t_B[:, None], axis=-1)
+    t_B = jnp.where(jnp.isfinite(t_B), t_B, jnp.nan)
+    return jnp.sum(~(masked_BxN < t_B[:, None]), axis=-1)
 
 
 def rank_and_topk(scores_BxN: Array, targets_B: Array, seen_BxS: Array | None, k: int):
-    """(ranks_B int32, topk_BxK item ids) for one batch of users."""
+    """(ranks_B int32, topk_BxK item ids) for one batch of users; a top-k slot holding a
+    masked (-inf) item gets the padding id 0: nothing is recommended there."""
     masked = mask_scores(scores_BxN, targets_B, seen_BxS)
-    _, topk_BxK = jax.lax.top_k(masked, min(k, masked.shape[-1] - 1))
+    top_BxK, topk_BxK = jax.lax.top_k(masked, min(k, masked.shape[-1] - 1))
+    topk_BxK = jnp.where(top_BxK == -jnp.inf, 0, topk_BxK)
     return target_ranks(masked, targets_B).astype(jnp.int32), topk_BxK.astype(jnp.int32)
 
 
@@ -55,59 +61,80 @@ def chunked_rank_and_topk(
 
     Scores are computed in item chunks of `chunk_size` rows (0: one chunk = the whole
     catalog; raised to at least k so the running top-k fills from the first chunk). Each chunk
-    adds its count of items scoring >= the target to the rank, and its top-k is merged into
-    the running top-k; ties keep the lower item id, as `lax.top_k` on the full row does. The
-    target's score is its own dot product, compared in float32 like every other score.
+    adds its count of items not scoring below the target to the rank, and its top-k is merged
+    into the running top-k; ties keep the lower item id, as `lax.top_k` on the full row does.
+
+    The target's score is read from the same score matmul as every other item's, never
+    recomputed by another reduction whose rounding could differ: an exact tie must count
+    against the target. So every chunk is scored by one op of one shape inside one
+    `lax.scan` (a last partial chunk is the catalog's last `chunk` rows, its rows already
+    seen in the previous chunk skipped), and with several chunks a first scan finds the
+    target's score (the score matmul runs twice). "Not below" also counts NaN scores as
+    ahead, and a non-finite target score gets the worst rank. Top-k slots that only masked
+    (-inf) items could fill hold the padding id 0 (nothing recommended), as in
+    `rank_and_topk`.
 
     Returns (ranks_B int32, topk_BxK int32 item ids), K = min(k, N - 1).
     """
     N = table_NxC.shape[0]
     k = min(int(k), N - 1)
     chunk = N if chunk_size <= 0 else min(N, max(int(chunk_size), k))
-    rows_B = jnp.arange(hidden_BxC.shape[0])
-    target_score_B = jnp.einsum("bc,bc->b", hidden_BxC, table_NxC[targets_B]).astype(jnp.float32)
+    B = hidden_BxC.shape[0]
+    rows_B = jnp.arange(B)
+    # Each chunk as (first row, first id not in an earlier chunk): the last chunk ends at
+    # row N and may overlap the one before it.
+    fresh_from_X = jnp.arange(0, N, chunk)
+    starts_X = jnp.minimum(fresh_from_X, N - chunk)
 
-    def masked_chunk(start, table_KxC):
-        """[B, K] scores of items start..start+K-1: padding and seen (not target) at -inf."""
-        size = table_KxC.shape[0]
-        scores_BxK = (hidden_BxC @ table_KxC.T).astype(jnp.float32)
-        ids_K = start + jnp.arange(size)
+    def over_chunks(fn, carry):
+        """Fold `fn(carry, start, fresh_from, scores_BxK) -> carry` over the chunks."""
+
+        def body(c, xs):
+            start, fresh_from = xs
+            table_KxC = jax.lax.dynamic_slice_in_dim(table_NxC, start, chunk)
+            scores_BxK = (hidden_BxC @ table_KxC.T).astype(jnp.float32)
+            return fn(c, start, fresh_from, scores_BxK), None
+
+        return jax.lax.scan(body, carry, (starts_X, fresh_from_X))[0]
+
+    def pick_target(target_B, start, fresh_from, scores_BxK):
+        """`target_B`, replaced by the target's score where the target is new in this chunk."""
+        local_B = targets_B - start
+        inside_B = (targets_B >= fresh_from) & (local_B < chunk)
+        got_B = jnp.take_along_axis(scores_BxK, jnp.clip(local_B, 0, chunk - 1)[:, None], 1)
+        return jnp.where(inside_B, got_B[:, 0], target_B)
+
+    def merge(carry, start, fresh_from, scores_BxK):
+        ahead_B, top_BxK, ids_BxK, target_B = carry
+        if len(fresh_from_X) == 1:  # one chunk: the target's score is in it
+            target_B = pick_target(target_B, start, fresh_from, scores_BxK)
+        t_B = jnp.where(jnp.isfinite(target_B), target_B, jnp.nan)  # non-finite: worst rank
+        ids_K = start + jnp.arange(chunk)
         is_target_BxK = ids_K[None, :] == targets_B[:, None]
-        masked_BxK = jnp.broadcast_to(ids_K[None, :] == 0, scores_BxK.shape)
+        masked_BxK = jnp.broadcast_to((ids_K == 0) | (ids_K < fresh_from), scores_BxK.shape)
         if seen_BxS is not None:
-            inside = (seen_BxS >= start) & (seen_BxS < start + size)
-            local_BxS = jnp.where(inside, seen_BxS - start, size)  # out of chunk: dropped
+            inside = (seen_BxS >= start) & (seen_BxS < start + chunk)
+            local_BxS = jnp.where(inside, seen_BxS - start, chunk)  # out of chunk: dropped
             masked_BxK = masked_BxK | jnp.zeros_like(masked_BxK).at[
                 rows_B[:, None], local_BxS
             ].set(True, mode="drop")
         scores_BxK = jnp.where(masked_BxK & ~is_target_BxK, -jnp.inf, scores_BxK)
-        ahead_B = jnp.sum((scores_BxK >= target_score_B[:, None]) & ~is_target_BxK, axis=-1)
-        return scores_BxK, ahead_B
-
-    def merge(carry, start, table_KxC):
-        ahead_B, top_BxK, ids_BxK = carry
-        scores, ahead = masked_chunk(start, table_KxC)
-        top, idx = jax.lax.top_k(scores, min(k, scores.shape[1]))
-        # Running entries first: among equal scores the earlier (lower) id wins.
+        counted_BxK = ~is_target_BxK & (ids_K >= fresh_from)[None, :]
+        ahead_B = ahead_B + jnp.sum(~(scores_BxK < t_B[:, None]) & counted_BxK, axis=-1)
+        top, idx = jax.lax.top_k(scores_BxK, k)
+        # Held entries first: among equal scores the earlier (lower) id wins, and a masked
+        # (-inf) entry never displaces a held one (initially -inf with id 0).
         all_top = jnp.concatenate([top_BxK, top], axis=1)
         all_ids = jnp.concatenate([ids_BxK, idx + start], axis=1)
         top_BxK, pick = jax.lax.top_k(all_top, k)
-        return (ahead_B + ahead, top_BxK, jnp.take_along_axis(all_ids, pick, axis=1)), None
+        return ahead_B, top_BxK, jnp.take_along_axis(all_ids, pick, axis=1), target_B
 
-    first_scores, first_ahead = masked_chunk(0, table_NxC[:chunk])
-    first_top, first_ids = jax.lax.top_k(first_scores, k)
-    carry = (first_ahead, first_top, first_ids)
-    num_full, rem = N // chunk, N % chunk
-    if num_full > 1:
-
-        def body(c, i):
-            start = i * chunk
-            return merge(c, start, jax.lax.dynamic_slice_in_dim(table_NxC, start, chunk))
-
-        carry, _ = jax.lax.scan(body, carry, jnp.arange(1, num_full))
-    if rem:
-        carry, _ = merge(carry, num_full * chunk, table_NxC[num_full * chunk :])
-    ahead_B, _, topk_BxK = carry
+    target_B = jnp.zeros((B,), jnp.float32)
+    if len(fresh_from_X) > 1:
+        target_B = over_chunks(pick_target, target_B)
+    carry = (jnp.zeros((B,), jnp.int32), jnp.full((B, k), -jnp.inf, jnp.float32),
+             jnp.zeros((B, k), jnp.int32), target_B)
+    ahead_B, _, topk_BxK, _ = over_chunks(merge, carry)
     return (1 + ahead_B).astype(jnp.int32), topk_BxK.astype(jnp.int32)
 
 

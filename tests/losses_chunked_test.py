@@ -207,6 +207,54 @@ def test_chunked_ranking_ties_are_pessimistic_like_dense(chunk):
     assert int(got_r[0]) == n_unseen  # the constant model's target ranks last
 
 
+@pytest.mark.parametrize("C", [48, 64, 100])
+@pytest.mark.parametrize("chunk", [0, 16, 50])
+def test_chunked_ranking_duplicates_of_the_target_tie_exactly(C, chunk):
+    """Items whose embedding equals the target's tie with it bit for bit and count against
+    it, whatever the chunking: the target's score comes from the same matmul as the others'
+    (a separate dot product may round differently and rank the target ahead)."""
+    rng = np.random.default_rng(C + chunk)
+    B, N = 32, 120
+    hidden = rng.normal(size=(B, C)).astype(np.float32)
+    table = rng.normal(size=(N, C)).astype(np.float32)
+    targets = rng.integers(1, N, size=B)
+    copies = np.array([3, 40, 77, 119])  # spread over several chunks
+    for b in range(B):
+        table_b = table.copy()
+        table_b[copies] = table[targets[b]]
+        dups = len(set(copies.tolist()) - {int(targets[b])})
+        dense = hidden[b:b + 1] @ table_b.T
+        strictly_ahead = int(np.sum(np.delete(dense[0], [0, targets[b], *copies])
+                                    > dense[0, targets[b]] + 1e-4))
+        got, _ = metrics.chunked_rank_and_topk(hidden[b:b + 1], table_b, targets[b:b + 1],
+                                               None, 5, chunk)
+        assert int(got[0]) == 1 + strictly_ahead + dups, b
+
+
+@pytest.mark.parametrize("chunk", [0, 7])
+def test_non_finite_scores_rank_pessimistically(chunk):
+    """A NaN or infinite target score ranks last (N), a NaN item counts as ahead, in the
+    chunked ranking and in the dense reference alike."""
+    rng = np.random.default_rng(8)
+    B, C, N = 4, 6, 20
+    hidden = rng.normal(size=(B, C)).astype(np.float32)
+    table = rng.normal(size=(N, C)).astype(np.float32)
+    targets = np.array([5, 6, 7, 8])
+    hidden[0, 2] = np.nan  # every score of user 0 is NaN
+    hidden[1, :] = np.float32(3e38)  # user 1's scores overflow to +-inf
+    table[11, 0] = np.nan  # item 11 scores NaN for everyone
+    want_r, _ = metrics.rank_and_topk(hidden @ table.T, targets, None, 3)
+    got_r, _ = metrics.chunked_rank_and_topk(hidden, table, targets, None, 3, chunk)
+    np.testing.assert_array_equal(got_r, want_r)
+    scores = (hidden @ table.T).astype(np.float64)
+    assert int(got_r[0]) == N and int(got_r[1]) == N
+    for b in (2, 3):
+        t = scores[b, targets[b]]
+        others = np.delete(scores[b], [0, targets[b]])
+        assert int(got_r[b]) == 1 + int(np.sum(~(others < t)))  # the NaN item is ahead
+        assert np.isnan(scores[b, 11])
+
+
 @pytest.mark.slow
 def test_one_million_item_training_step_fits_in_24_gib(tmp_path):
     """The issue's target: 1M items, B·T = 128 x 200 = 25,600 target tokens, d = 64, one full
