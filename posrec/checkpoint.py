@@ -129,6 +129,19 @@ def restore_params(workdir: Path, which: str = "best") -> tuple[Any, Any, dict]:
     raise CheckpointError(f"no restorable {which} checkpoint in {mngr.directory}: {errors}")
 
 
+def check_same_data(meta: dict, fingerprint: str, num_items: int, where: str | Path) -> None:
+    """Refuse a checkpoint (its saved `meta`) that was trained on other data than the data
+    now loaded. Checkpoints written before fingerprints existed are checked by item count."""
+    saved = meta.get("data_fingerprint")
+    if meta.get("num_items", num_items) != num_items or (saved and saved != fingerprint):
+        raise CheckpointError(
+            f"{where}: the checkpoint was trained on other data ({meta.get('num_items')} "
+            f"items, data fingerprint {str(saved)[:12]}) than the data now loaded "
+            f"({num_items} items, {fingerprint[:12]}): the data file or its preprocessing "
+            "changed. Restore the original data, or train in a new --workdir"
+        )
+
+
 def _first_local_device() -> jax.sharding.Sharding:
     return jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
 

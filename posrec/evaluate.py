@@ -171,6 +171,7 @@ def run(workdir: str, split: str = "test") -> dict[str, float]:
 
     config, params, meta = checkpoint.restore_params(workdir, "best")
     data_split, seqs = load_split(config)
+    checkpoint.check_same_data(meta, data_split.fingerprint(), seqs.num_items, workdir)
     model = sasrec.SASRec(config.model, seqs.num_items)
     # All local devices, whatever the training run used; configs saved before the keys
     # existed lack them.

@@ -177,8 +177,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     if not restart:
         workdir.mkdir(parents=True, exist_ok=True)
         config_lib.save_or_check(config, workdir, write=primary)
-    if primary:
-        save_id_maps(seqs, workdir)
+    fingerprint = split.fingerprint()
     logging.info(
         "data: %d users, %d items, %d training sequences, %d valid / %d test users (%.1fs)",
         seqs.num_users, num_items, len(inputs_NxT), len(split.valid.targets),
@@ -194,22 +193,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     # bit-identical), early stopping, and the count of skipped non-finite updates.
     meta = dict(epoch=0, step_in_epoch=0, epoch_loss_sum=0.0, epoch_loss_count=0,
                 skipped_steps=0, best_ndcg=-1.0, best_step=-1, bad_evals=0,
-                num_items=num_items, stopped=False)
+                num_items=num_items, data_fingerprint=fingerprint, stopped=False)
     restored = checkpoint.restore(latest, state.params, state.opt_state)
     if restored is not None:
         params, opt_state, saved = restored
-        if saved.get("num_items") != num_items:
-            raise ConfigError(
-                f"checkpoint in {workdir} has {saved.get('num_items')} items, data has "
-                f"{num_items}: the data changed; use a new --workdir"
-            )
-        meta.update(saved)
+        checkpoint.check_same_data(saved, fingerprint, num_items, latest.directory)
+        meta.update(saved, data_fingerprint=fingerprint)
         state = plan.replicate(
             state.replace(params=params, opt_state=opt_state, step=int(saved["step"]))
         )
         logging.info("resumed from step %d (epoch %d, after batch %d of %d)", state.step,
                      meta["epoch"] + 1, meta["step_in_epoch"], batches.steps_per_epoch())
     if primary:
+        save_id_maps(seqs, workdir)  # only now: a refused resume must not overwrite the maps
         _truncate_jsonl(workdir / "metrics.jsonl", int(state.step))
 
     rng = plan.replicate(jax.random.key(config.seed + 1, impl=config.train.rng_impl))

@@ -1,5 +1,7 @@
 """Splits: leave-one-out and global temporal split on hand-made data (protocol.md)."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -122,3 +124,22 @@ def test_make_split_dispatch():
     assert make_split(seqs, "loo", 0.9, False).name == "loo"
     with pytest.raises(ConfigError):
         make_split(seqs, "random", 0.9, True)
+
+
+def test_fingerprint_changes_with_any_input_a_run_sees():
+    """Equal data, equal fingerprint; one changed test target, training item or raw id map
+    entry changes it."""
+    hist = [[(1, 0), (2, 1), (3, 2), (4, 3)], [(2, 0), (3, 1), (4, 2), (1, 3), (5, 4)]]
+    split = leave_one_out(_seqs(hist))
+    assert split.fingerprint() == leave_one_out(_seqs(hist)).fingerprint()
+    assert len(split.fingerprint()) == 64
+    changes = [
+        dataclasses.replace(split, test=dataclasses.replace(
+            split.test, targets=split.test.targets[::-1].copy())),
+        dataclasses.replace(split, train=dataclasses.replace(
+            split.train, items=np.roll(split.train.items, 1))),
+        dataclasses.replace(split, train=dataclasses.replace(
+            split.train, raw_item=split.train.raw_item + 100)),
+    ]
+    for changed in changes:
+        assert changed.fingerprint() != split.fingerprint()

@@ -210,6 +210,45 @@ def test_hard_crash_resumes_from_the_mid_epoch_checkpoint(straight, tmp_path, mo
     assert_same_run(reference, workdir)
 
 
+def _write_csv(path: Path, users: int) -> None:
+    """users x 8 interactions over items 1..20 (every item occurs for any users >= 20)."""
+    rows = ["user_id,item_id,timestamp"]
+    for u in range(users):
+        rows += [f"{u},{(u + 3 * j) % 20 + 1},{j}" for j in range(8)]
+    path.write_text("\n".join(rows) + "\n")
+
+
+def test_resume_or_evaluation_on_changed_data_is_refused(tmp_path, monkeypatch):
+    """A data file that changes under a run (users added, same 20 items, so the item count
+    cannot tell) is refused on resume and by posrec.evaluate, and the run's id maps are not
+    overwritten; the original data resumes."""
+    from posrec import evaluate
+
+    data = tmp_path / "data.csv"
+    _write_csv(data, 40)
+    config = tiny_config(**{"data.name": "csv", "data.path": str(data),
+                            "data.has_real_time": False})
+    workdir = tmp_path / "run"
+    signal_after_step(monkeypatch, {3: signal.SIGTERM})
+    with pytest.raises(Interrupted):
+        train.train_and_evaluate(config, workdir)
+    monkeypatch.undo()
+    maps = {p.name: p.read_bytes() for p in workdir.glob("*_ids.npy")}
+    assert len(maps) == 2
+    original = data.read_bytes()
+    _write_csv(data, 41)
+    with pytest.raises(CheckpointError, match=r"trained on other data \(20 items"):
+        train.train_and_evaluate(config, workdir)
+    assert {p.name: p.read_bytes() for p in workdir.glob("*_ids.npy")} == maps
+    data.write_bytes(original)
+    train.train_and_evaluate(config, workdir)  # the original data resumes and finishes
+    _write_csv(data, 41)
+    with pytest.raises(CheckpointError, match="the data file or its preprocessing changed"):
+        evaluate.run(str(workdir))
+    data.write_bytes(original)
+    assert set(evaluate.run(str(workdir))) >= {"ndcg@10", "hr@10"}
+
+
 def test_signal_at_a_checkpoint_every_step_saves_it_once(tmp_path, monkeypatch):
     """SIGTERM right after step 6 with train.checkpoint_every=3: the periodic save of step 6
     is the interruption's checkpoint; no step is written twice (a rewrite deletes the step

@@ -8,6 +8,7 @@ uses the whole prefix to mask seen items.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 
 import numpy as np
 
@@ -48,6 +49,22 @@ class Split:
     valid: EvalSet
     test: EvalSet
     name: str
+
+    def fingerprint(self) -> str:
+        """sha256 (hex) of everything a run trains and is evaluated on: the training
+        histories, the validation and test rows, and the raw id maps. A checkpoint stores it,
+        so that resuming or evaluating on changed data is refused instead of silently mixing
+        two data sets (the item count alone misses, e.g., a file with users added)."""
+        h = hashlib.sha256()
+        t = self.train
+        arrays = [t.items, t.offsets, t.raw_user, t.raw_item]
+        for ev in (self.valid, self.test):
+            arrays += [ev.history, ev.offsets, ev.targets, ev.users]
+        for a in arrays:
+            a = np.ascontiguousarray(a)
+            h.update(f"{a.dtype.str}{a.shape}".encode())
+            h.update(a.tobytes())
+        return h.hexdigest()
 
 
 def _gather_ranges(values: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
