@@ -15,10 +15,13 @@ with `NonFiniteError` (no checkpoint is written after the bad step), or with
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import json
 import math
+import os
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
@@ -134,13 +137,65 @@ def _truncate_jsonl(path: Path, max_step: int) -> None:
     config_lib.write_text_atomic(path, "".join(ln + "\n" for ln in keep))
 
 
+class _WorkdirLock:
+    """An exclusive `flock` on WORKDIR/.lock, held by the primary process while it trains.
+
+    Two trainings in one directory (a manual rerun beside a sweep's, a forgotten process)
+    would interleave checkpoint writes; the second is refused instead. The lock dies with
+    its process, so a crash never leaves the directory locked. Filesystems without locks
+    (some network mounts) only get a warning.
+    """
+
+    def __init__(self, workdir: Path):
+        self.path = workdir / ".lock"
+        self._file = None
+
+    def take(self) -> None:
+        f = open(self.path, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown process"
+            f.close()
+            raise ConfigError(
+                f"{self.path.parent} is in use by another training ({holder}); let it finish "
+                "or stop it (kill -TERM, which saves a checkpoint) before rerunning here"
+            ) from None
+        except OSError as err:
+            logging.warning("cannot lock %s (%s): not protected against a second training "
+                            "in the same directory", self.path, err)
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        f.flush()
+        self._file = f
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()  # closing the descriptor releases the flock
+            self._file = None
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
     """Train (or resume) a run in `workdir`, then test its best checkpoint; returns results.
 
     Nothing is written before the config and the data have passed every check, so a bad file
-    or value leaves no trace in `workdir`. Raises `Interrupted` (after saving
-    `checkpoints/latest`) when SIGTERM/SIGINT arrives; calling again resumes exactly.
+    or value leaves no trace in `workdir` (but a lock file when resuming). Raises
+    `Interrupted` (after saving `checkpoints/latest`) when SIGTERM/SIGINT arrives; calling
+    again resumes exactly. A second training in the same `workdir` is refused while the
+    first runs.
     """
+    lock = _WorkdirLock(Path(workdir))
+    try:
+        return _train_and_evaluate(config, Path(workdir), lock)
+    finally:
+        lock.release()
+
+
+def _train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: Path, lock: _WorkdirLock
+) -> dict[str, Any]:
     config_lib.validate(config)
     plan = parallel.plan_for(config)  # devices and the batch split: checked before any data
     parallel.check_same("config", config_lib.to_dict(config))  # multi-process: one config
@@ -153,7 +208,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             f"(or `python -m posrec.evaluate --workdir={workdir}` to re-evaluate it)"
         )
     restart = (workdir / "config.json").exists()
-    if restart:  # refuse another config before spending time on the data
+    if restart:  # refuse another config, or a training already running, before the data
+        if primary:
+            lock.take()
         config_lib.save_or_check(config, workdir, write=primary)
 
     t0 = time.time()
@@ -176,6 +233,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                                  int(targets_NxT.sum()), len(split.test.targets)])
     if not restart:
         workdir.mkdir(parents=True, exist_ok=True)
+        if primary:
+            lock.take()
         config_lib.save_or_check(config, workdir, write=primary)
     fingerprint = split.fingerprint()
     logging.info(

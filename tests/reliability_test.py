@@ -249,6 +249,36 @@ def test_resume_or_evaluation_on_changed_data_is_refused(tmp_path, monkeypatch):
     assert set(evaluate.run(str(workdir))) >= {"ndcg@10", "hr@10"}
 
 
+def test_a_second_training_in_a_busy_workdir_is_refused(tmp_path, monkeypatch):
+    """While another process holds WORKDIR/.lock (here: another open file description, which
+    flock treats like another process), a resume or a fresh run there is refused before
+    anything is read or written; once it is released, the run resumes."""
+    import fcntl
+
+    workdir = tmp_path / "run"
+    signal_after_step(monkeypatch, {2: signal.SIGTERM})
+    with pytest.raises(Interrupted):
+        train.train_and_evaluate(tiny_config(), workdir)
+    monkeypatch.undo()
+    before = {p: p.stat().st_mtime_ns for p in workdir.rglob("*") if p.name != ".lock"}
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    for d in (workdir, fresh):
+        with open(d / ".lock", "a+") as holder:
+            fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            holder.truncate(0)
+            holder.write("pid 4242 on node7\n")
+            holder.flush()
+            with pytest.raises(ConfigError, match=r"in use by another training \(pid 4242 on "
+                                                  r"node7\).*kill -TERM"):
+                train.train_and_evaluate(tiny_config(), d)
+    assert {p: p.stat().st_mtime_ns for p in workdir.rglob("*") if p.name != ".lock"} == before
+    assert sorted(p.name for p in fresh.iterdir()) == [".lock"]
+    train.train_and_evaluate(tiny_config(), workdir)  # released: resumes and finishes
+    assert (workdir / "results.json").exists()
+    assert (workdir / ".lock").read_text().startswith(f"pid {os.getpid()} on ")
+
+
 def test_signal_at_a_checkpoint_every_step_saves_it_once(tmp_path, monkeypatch):
     """SIGTERM right after step 6 with train.checkpoint_every=3: the periodic save of step 6
     is the interruption's checkpoint; no step is written twice (a rewrite deletes the step
@@ -447,14 +477,12 @@ def test_resume_with_checkpoint_of_another_data_set_is_refused(straight, tmp_pat
     config = tiny_config(**{"data.min_item_count": 0})
     config.data.synthetic.num_items = 48
     config_lib.write_json_atomic(workdir / "config.json", config_lib.to_dict(config))
-    before = sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*"))
+    before = sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*") if p.name != ".lock")
     with pytest.raises((ConfigError, CheckpointError), match="48|does not match"):
         train.train_and_evaluate(config, workdir)
     assert (workdir / "metrics.jsonl").read_text() == (reference / "metrics.jsonl").read_text()
     assert sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*")
-                  if p.name not in ("item_ids.npy", "user_ids.npy", "id_maps.json")) == [
-        p for p in before if Path(p).name not in ("item_ids.npy", "user_ids.npy", "id_maps.json")
-    ]
+                  if p.name != ".lock") == before
 
 
 # ------------------------------------------------------------------------------------------
