@@ -9,12 +9,18 @@ how the same computation is laid out over devices and item chunks.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import fcntl
 import json
 import os
+import socket
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import ml_collections
+from absl import logging
 
 from posrec.errors import ConfigError
 
@@ -317,11 +323,47 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write via a temp file and rename, so readers never see a partial file."""
+    """Write via a synced temp file of its own and rename, so readers never see a partial
+    file, even after a crash or with two writers."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path, holder: str) -> Iterator[None]:
+    """Hold an exclusive `flock` on `path` (created if needed) for the block.
+
+    The file records the holder (pid, host). If another process holds it, ConfigError names
+    `holder` (what the other process is) and the recorded pid and host. The lock dies with
+    its process, so a crash never leaves it held. Filesystems without locks (some network
+    mounts) only get a warning.
+    """
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            raise ConfigError(
+                f"{path.parent} is in use by {holder} ({f.read().strip() or 'unknown process'})"
+                "; let it finish or stop it (kill -TERM) first"
+            ) from None
+        except OSError as err:
+            logging.warning("cannot lock %s (%s): not protected against %s", path, err, holder)
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        f.flush()
+        yield  # closing the file releases the lock
 
 
 def write_json_atomic(path: Path, obj) -> None:

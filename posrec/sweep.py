@@ -49,7 +49,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import difflib
-import fcntl
 import fnmatch
 import functools
 import hashlib
@@ -535,21 +534,9 @@ def run_sweep(
         return dict(sweep=sweep.name, runs=[dict(run=r.name, state=s) for r, s, _ in states])
 
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / LOCK, "a+") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as err:
-            lock.seek(0)
-            raise ConfigError(
-                f"another posrec.sweep is running on {root} (pid {lock.read().strip() or '?'});"
-                " wait for it or stop it first"
-            ) from err
-        lock.seek(0)
-        lock.truncate()
-        lock.write(f"{os.getpid()}\n")
-        lock.flush()
+    with config_lib.exclusive_lock(root / LOCK, "another posrec.sweep"):
+        manifest = check_root(sweep, root, extend)  # again: another sweep may have written it
         config_lib.write_json_atomic(root / MANIFEST, manifest)
-        # closing the file releases the lock
         return _execute(sweep, root, parallel, out, selected, slots)
 
 

@@ -15,13 +15,11 @@ with `NonFiniteError` (no checkpoint is written after the bad step), or with
 
 from __future__ import annotations
 
-import fcntl
+import contextlib
 import functools
 import json
 import math
-import os
 import signal
-import socket
 import threading
 import time
 from pathlib import Path
@@ -137,44 +135,7 @@ def _truncate_jsonl(path: Path, max_step: int) -> None:
     config_lib.write_text_atomic(path, "".join(ln + "\n" for ln in keep))
 
 
-class _WorkdirLock:
-    """An exclusive `flock` on WORKDIR/.lock, held by the primary process while it trains.
-
-    Two trainings in one directory (a manual rerun beside a sweep's, a forgotten process)
-    would interleave checkpoint writes; the second is refused instead. The lock dies with
-    its process, so a crash never leaves the directory locked. Filesystems without locks
-    (some network mounts) only get a warning.
-    """
-
-    def __init__(self, workdir: Path):
-        self.path = workdir / ".lock"
-        self._file = None
-
-    def take(self) -> None:
-        f = open(self.path, "a+")
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip() or "unknown process"
-            f.close()
-            raise ConfigError(
-                f"{self.path.parent} is in use by another training ({holder}); let it finish "
-                "or stop it (kill -TERM, which saves a checkpoint) before rerunning here"
-            ) from None
-        except OSError as err:
-            logging.warning("cannot lock %s (%s): not protected against a second training "
-                            "in the same directory", self.path, err)
-        f.seek(0)
-        f.truncate()
-        f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-        f.flush()
-        self._file = f
-
-    def release(self) -> None:
-        if self._file is not None:
-            self._file.close()  # closing the descriptor releases the flock
-            self._file = None
+LOCK = ".lock"  # in the workdir: held while a process trains there
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
@@ -186,16 +147,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     again resumes exactly. A second training in the same `workdir` is refused while the
     first runs.
     """
-    lock = _WorkdirLock(Path(workdir))
-    try:
-        return _train_and_evaluate(config, Path(workdir), lock)
-    finally:
-        lock.release()
+    with contextlib.ExitStack() as held:  # the workdir's lock, once taken
+        return _train_and_evaluate(config, Path(workdir), held)
 
 
 def _train_and_evaluate(
-    config: ml_collections.ConfigDict, workdir: Path, lock: _WorkdirLock
+    config: ml_collections.ConfigDict, workdir: Path, held: contextlib.ExitStack
 ) -> dict[str, Any]:
+    """`train_and_evaluate`; the primary process enters the workdir lock into `held`."""
     config_lib.validate(config)
     plan = parallel.plan_for(config)  # devices and the batch split: checked before any data
     parallel.check_same("config", config_lib.to_dict(config))  # multi-process: one config
@@ -210,7 +169,7 @@ def _train_and_evaluate(
     restart = (workdir / "config.json").exists()
     if restart:  # refuse another config, or a training already running, before the data
         if primary:
-            lock.take()
+            held.enter_context(config_lib.exclusive_lock(workdir / LOCK, "another training"))
         config_lib.save_or_check(config, workdir, write=primary)
 
     t0 = time.time()
@@ -234,7 +193,7 @@ def _train_and_evaluate(
     if not restart:
         workdir.mkdir(parents=True, exist_ok=True)
         if primary:
-            lock.take()
+            held.enter_context(config_lib.exclusive_lock(workdir / LOCK, "another training"))
         config_lib.save_or_check(config, workdir, write=primary)
     fingerprint = split.fingerprint()
     logging.info(

@@ -273,8 +273,27 @@ def test_a_second_sweep_process_on_the_same_root_is_refused(tmp_path):
     root = make_root(tmp_path)
     with open(root / sweep.LOCK, "a+") as held:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        with pytest.raises(ConfigError, match="another posrec.sweep is running"):
+        with pytest.raises(ConfigError, match=r"in use by another posrec.sweep \("):
             sweep.run_sweep(write_sweep(tmp_path), root)
+
+
+def test_a_root_taken_by_another_sweep_before_the_lock_is_refused(tmp_path, monkeypatch):
+    """Two sweeps started together on a new root both pass the first check; the one that
+    gets the lock second re-checks under it and is refused, leaving the manifest alone."""
+    root = tmp_path / "root"
+    (tmp_path / "o").mkdir()
+    other = sweep.load(write_sweep(tmp_path / "o", name="other"))
+    real_lock = config_lib.exclusive_lock
+
+    def first_comes_the_other_sweep(path, holder):
+        config_lib.write_json_atomic(root / sweep.MANIFEST, sweep.check_root(other, root))
+        return real_lock(path, holder)
+
+    monkeypatch.setattr(config_lib, "exclusive_lock", first_comes_the_other_sweep)
+    with pytest.raises(ConfigError, match="holds runs of sweep 'other'"):
+        sweep.run_sweep(write_sweep(tmp_path), root)
+    assert json.loads((root / sweep.MANIFEST).read_text())["sweep"] == "other"
+    assert sorted(p.name for p in root.iterdir()) == sorted([sweep.LOCK, sweep.MANIFEST])
 
 
 def test_run_state_of_corrupt_and_partial_directories(tmp_path):
