@@ -21,10 +21,12 @@ Keys are dotted config keys (`model.positional`), checked against
 values are checked by `config_lib.validate` when the run starts, so a bad value fails that
 run only. Each key is set in one place. Fair comparison is structural: a variant may not
 set the seed, the training budget (`train.num_epochs`, `train.patience`,
-`train.eval_every`), the data or the evaluation, so all variants of a data set get the
-same data, budget and hyperparameter grid; `posrec.report` selects each variant's
-hyperparameters on mean validation NDCG@10 and reports test metrics. Relative file paths
-(config files, `data.path`) are resolved against the current directory.
+`train.eval_every`, `train.batch_size`: steps per epoch), the input window
+(`model.max_len`, which also sets what evaluation sees), the data or the evaluation, so all
+variants of a data set get the same data, budget and hyperparameter grid; `posrec.report`
+selects each variant's hyperparameters on mean validation NDCG@10 and reports test
+metrics. Relative file paths (config files, `data.path`) are resolved against the current
+directory.
 
 `--only=PATTERN[,PATTERN]` trains only the runs whose name (`<data set>/<variant>/<hparams>/
 seed<k>`) matches a shell pattern, e.g. `--only='beauty/*'` to finish one data set's table
@@ -76,7 +78,8 @@ SWEEP_KEYS = ("name", "datasets", "variants", "seeds", "variant_seeds", "hparams
               "baseline")
 # Keys a variant may not set: they define the task and the budget every variant shares.
 SHARED_PREFIXES = ("data.", "eval.")
-SHARED_KEYS = ("seed", "train.num_epochs", "train.patience", "train.eval_every")
+SHARED_KEYS = ("seed", "train.num_epochs", "train.patience", "train.eval_every",
+               "train.batch_size", "model.max_len")
 PATH_KEYS = ("data.path",)
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+=,-]*$")
 MANIFEST = "sweep.json"
@@ -263,9 +266,10 @@ def build(raw: Any, path: str = "<sweep>") -> Sweep:
         for key in over:
             if key in SHARED_KEYS or key.startswith(SHARED_PREFIXES):
                 raise ConfigError(
-                    f"{path}: variants[{var!r}] sets {key}: the seed, training budget, data and "
-                    "evaluation must be the same for every variant (use `common`, `seeds` or "
-                    "the data set's overrides)"
+                    f"{path}: variants[{var!r}] sets {key}: the seed, training budget (epochs, "
+                    "patience, validation cadence, batch size), input window (model.max_len), "
+                    "data and evaluation must be the same for every variant (use `common`, "
+                    "`hparams`, `seeds` or the data set's overrides)"
                 )
         variants[var] = over
 
