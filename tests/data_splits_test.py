@@ -143,3 +143,13 @@ def test_fingerprint_changes_with_any_input_a_run_sees():
     ]
     for changed in changes:
         assert changed.fingerprint() != split.fingerprint()
+
+
+def test_temporal_split_refuses_order_indices_passed_as_times():
+    """A file whose 'timestamps' are each user's 0, 1, 2, ... (has_real_time left True) is
+    refused by the global cut; the same users with real times split."""
+    order = _seqs([[(1, 0), (2, 1), (3, 2)], [(2, 0), (3, 1), (4, 2), (1, 3)]])
+    with pytest.raises(DataError, match="per-user order indices.*has_real_time=False"):
+        temporal_split(order, quantile=0.5)
+    real = _seqs([[(1, 10), (2, 20), (3, 30)], [(2, 5), (3, 15), (4, 25), (1, 35)]])
+    assert len(temporal_split(real, quantile=0.6).test.targets) > 0

@@ -159,8 +159,9 @@ def temporal_split(seqs: Sequences, quantile: float = 0.9, has_real_time: bool =
     evaluated. Interactions after a user's first post-cut one are never used.
 
     Raises:
-        DataError: when `has_real_time` is False (order indices are not comparable across
-            users), when the quantile is not in (0, 1), or when a split comes out empty.
+        DataError: when `has_real_time` is False or the times are per-user order indices
+            (not comparable across users), when the quantile is not in (0, 1), or when a
+            split comes out empty.
     """
     if not has_real_time:
         raise DataError(
@@ -171,8 +172,15 @@ def temporal_split(seqs: Sequences, quantile: float = 0.9, has_real_time: bool =
         raise DataError(f"temporal split: data.temporal_quantile must be in (0, 1), got {quantile}")
     if len(seqs.times) == 0:
         raise DataError("temporal split: no interactions")
-    t_q = float(np.quantile(seqs.times, quantile))
     lengths = seqs.lengths()
+    position = np.arange(len(seqs.times)) - np.repeat(seqs.offsets[:-1], lengths)
+    if seqs.num_users > 1 and np.array_equal(seqs.times, position):
+        raise DataError(
+            "temporal split: every user's timestamps are 0, 1, 2, ... (per-user order "
+            "indices, as in files without real times), so a global time cut is meaningless; "
+            "set data.has_real_time=False for this file and use data.split=\"loo\""
+        )
+    t_q = float(np.quantile(seqs.times, quantile))
     n_q = _count_before(seqs, t_q)
     pre = seqs.times[seqs.times < t_q]
     if len(pre) == 0:
