@@ -200,8 +200,8 @@ def _positive(name: str, value, minimum=1) -> None:
 def _check_known_keys(config: ml_collections.ConfigDict) -> None:
     """Keys a config *file* added to default_config() (a typo such as `train.learning_rte`
     would otherwise be ignored silently; command-line overrides are checked by ml_collections)."""
-    known = _flatten(to_dict(default_config()))
-    unknown = sorted(set(_flatten(to_dict(config))) - set(known))
+    known = flatten(to_dict(default_config()))
+    unknown = sorted(set(flatten(to_dict(config))) - set(known))
     if unknown:
         close = difflib.get_close_matches(unknown[0], list(known), n=1)
         hint = f"; did you mean {close[0]}?" if close else ""
@@ -312,11 +312,12 @@ def from_dict(d: dict) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(fix(d))
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
+def flatten(d: dict, prefix: str = "") -> dict:
+    """{"train.learning_rate": 0.001, ...}: a nested config dict keyed by dotted paths."""
     out = {}
     for k, v in d.items():
         if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
+            out.update(flatten(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v
     return out
@@ -382,10 +383,10 @@ def save_or_check(config: ml_collections.ConfigDict, workdir: Path, write: bool 
             old = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as err:
             raise ConfigError(f"{path} is unreadable ({err}); use a fresh --workdir") from err
-        a, b = _flatten(old), _flatten(new)
+        a, b = flatten(old), flatten(new)
         # A key added to posrec after the run started is absent from its config.json; at its
         # default it means the behaviour the run already had, so it does not block a resume.
-        defaults = _flatten(to_dict(default_config()))
+        defaults = flatten(to_dict(default_config()))
         diff = sorted(
             k for k in set(a) | set(b)
             if a.get(k) != b.get(k) and k not in RESUMABLE_KEYS

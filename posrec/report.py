@@ -188,6 +188,42 @@ def collect(root: Path) -> list[dict[str, Any]]:
     return records
 
 
+def config_differences(root: Path, records: list[dict[str, Any]],
+                       grid: dict[str, Any]) -> list[dict[str, Any]]:
+    """Config keys on which finished runs of one data set differ, other than the seed and the
+    keys the variants or the hyperparameter grid set: [{dataset, key, values: {value: runs}}].
+
+    The sweep pins its grid, not the contents of config files, so a config file edited while
+    a sweep ran would otherwise mix two setups in one table. Each run's `config.json` (what
+    it trained with) is read over today's defaults: a key added to posrec after a run was
+    made counts as its default value.
+    """
+    defaults = config_lib.flatten(config_lib.to_dict(config_lib.default_config()))
+    varied = {"seed", *grid.get("hparams", {})}
+    for overrides in grid.get("variants", {}).values():
+        varied |= set(overrides)
+    by_ds: dict[str, list[tuple[str, dict[str, str]]]] = {}
+    for r in records:
+        if r["state"] != "done":
+            continue
+        try:
+            saved = config_lib.flatten(json.loads((root / r["run"] / "config.json").read_text()))
+        except (OSError, json.JSONDecodeError, AttributeError):
+            continue  # a broken run directory is reported by the state column instead
+        flat = {k: json.dumps(v, sort_keys=True) for k, v in {**defaults, **saved}.items()
+                if k not in varied}
+        by_ds.setdefault(r["dataset"], []).append((r["run"], flat))
+    out = []
+    for ds, runs in by_ds.items():
+        for key in sorted(set().union(*(flat for _, flat in runs))):
+            values: dict[str, list[str]] = {}
+            for name, flat in runs:
+                values.setdefault(flat.get(key, "<absent>"), []).append(name)
+            if len(values) > 1:
+                out.append(dict(dataset=ds, key=key, values=values))
+    return out
+
+
 def _per_user(root: Path, runs: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
     """(users [U], NDCG@10 [U] averaged over the runs' seeds) on the users all runs share."""
     tables = []
@@ -297,7 +333,8 @@ def summarize(root: Path, baseline: str | None = None) -> dict[str, Any]:
             _compare(root, row, base, chosen[row["variant"]], chosen[baseline],
                      list(METRICS) + sampled_keys)
     return dict(baseline=baseline, sweep=manifest["sweep"], rows=rows, selection=selection,
-                runs=records, sampled_keys=sampled_keys)
+                runs=records, sampled_keys=sampled_keys,
+                config_differences=config_differences(root, records, manifest["grid"]))
 
 
 # ----------------------------------------------------------------------------- output
@@ -372,6 +409,16 @@ def markdown(summary: dict[str, Any]) -> str:
                  for r in summary["rows"] if r["seeds"]]
         parts.append("## SAMPLED evaluation (legacy protocol, not comparable with full ranking)"
                      "\n\n" + _table(["data set", "variant", *keys], lines))
+    diffs = summary.get("config_differences", [])
+    if diffs:
+        lines = [[d["dataset"], d["key"], "; ".join(
+            f"{value} ({len(runs)} run{'s' * (len(runs) > 1)}, e.g. {runs[0]})"
+            for value, runs in d["values"].items())] for d in diffs]
+        parts.append("## WARNING: config differences within a data set\n\nThese finished runs "
+                     "of one data set differ in more than their variant, hyperparameters and "
+                     "seed (a config file changed while the sweep ran?), so their rows do "
+                     "not compare like with like.\n\n" + _table(["data set", "key", "values"],
+                                                                  lines))
     sel = [[s["dataset"], s["variant"], s["hparams"], f"{s['seeds_done']}/{s['seeds']}",
             _f(s["valid_ndcg10"]), "✓" if s["selected"] else ""] for s in summary["selection"]]
     parts.append("## Hyperparameter selection (validation NDCG@10, mean over finished seeds)\n\n"

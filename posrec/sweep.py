@@ -170,7 +170,7 @@ def _canonical(value: Any) -> Any:
 
 
 def _default_keys() -> dict[str, Any]:
-    return config_lib._flatten(config_lib.to_dict(config_lib.default_config()))
+    return config_lib.flatten(config_lib.to_dict(config_lib.default_config()))
 
 
 def _check_overrides(where: str, overrides: Any, defaults: dict[str, Any]) -> dict[str, Any]:

@@ -177,6 +177,27 @@ def test_outputs_list_every_run_and_label_sampled_metrics(root_truth, tmp_path):
     assert rows[("d2", "rope")]["seeds"] == "0"
 
 
+def test_config_differences_within_a_data_set_are_flagged(root_truth, tmp_path):
+    """Runs of one data set may differ in their variant's keys, the hyperparameter grid and
+    the seed; anything else (here: model.hidden of one d1 run) is listed with its runs, and a
+    key absent from an older config.json counts as its default."""
+    root, _ = root_truth
+    assert report.summarize(root)["config_differences"] == []
+    hidden = config_lib.default_config().model.hidden
+    odd = root / "d1/absolute/dropout=0.2/seed0"
+    config_lib.write_json_atomic(odd / "config.json", {"model": {"hidden": hidden * 2}})
+    for name in ("d1/kernel/dropout=0.5/seed0", "d2/kernel/dropout=0.5/seed1"):
+        config_lib.write_json_atomic(root / name / "config.json", {
+            "model": {"positional": "kernel", "dropout": 0.5, "hidden": hidden}, "seed": 1})
+    summary = report.summarize(root)
+    diffs = summary["config_differences"]
+    assert [(d["dataset"], d["key"]) for d in diffs] == [("d1", "model.hidden")]
+    assert diffs[0]["values"][str(hidden * 2)] == ["d1/absolute/dropout=0.2/seed0"]
+    assert len(diffs[0]["values"][str(hidden)]) == 3 * 2 * 3 - 2 - 1  # finished d1 runs
+    md = report.markdown(summary)
+    assert "WARNING: config differences" in md and "e.g. d1/absolute/dropout=0.2/seed0" in md
+
+
 def test_baseline_choice(root_truth):
     root, _ = root_truth
     rows = {(r["dataset"], r["variant"]): r
