@@ -54,10 +54,11 @@ def default_config() -> ml_collections.ConfigDict:
     data.min_user_count = 5  # iterative k-core thresholds (0 disables a side)
     data.min_item_count = 5
     data.dedup_consecutive = False  # drop a user's consecutive repeats of the same item
-    # CSV rows repeating an earlier (user, item, timestamp) row: False = DataError naming both
-    # lines (the default: duplicates usually mean a file was concatenated twice, and under
-    # leave-one-out they make the validation target equal the test target); True = keep the
-    # first occurrence and log how many were dropped.
+    # Rows repeating an earlier (user, item, timestamp) row, in any data file (CSV or a data
+    # set's raw format): False = DataError naming both lines (the default: duplicates usually
+    # mean a file was concatenated twice, and under leave-one-out they make the validation
+    # target equal the test target); True = keep the first occurrence and log how many were
+    # dropped.
     data.drop_duplicates = False
     # Fraction of users kept, each by a seeded hash of its id (sources.user_sample_mask),
     # before k-core; for huge sets (zvuk). 1.0 keeps every user.

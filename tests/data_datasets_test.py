@@ -304,7 +304,7 @@ def test_sample_users_keeps_whole_histories():
     rng = np.random.default_rng(0)
     user = rng.integers(0, 4000, 40000)
     inter = sources._interactions(user, rng.integers(0, 50, 40000), np.arange(40000), True,
-                                  Path("x"))
+                                  Path("x"), OPTS)
     out = datasets.sample_users(inter, 0.25, seed=3)
     kept = set(out.user.tolist())
     for u in list(kept)[:50]:
@@ -484,3 +484,82 @@ def test_truncated_download_never_replaces_good_cache(tmp_path, cache, monkeypat
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+# ---- duplicate rows: the same check and option for every reader ------------------------------
+
+RATINGS_DAT = "1::1193::5::978300760\n1::661::3::978302109\n2::1357::5::978298709\n"
+# (data set name, format, fixture file or text); every text format but Last.fm, whose own
+# rule merges repeated (user, artist, time) rows.
+DUPLICATE_CASES = [
+    ("ml-1m", "ml-1m", "ratings.dat"),
+    ("ml-20m", "ml-20m", "ml-20m_ratings.csv"),
+    ("ml-100k", "ml-100k", "ml-100k_u.data"),
+    ("beauty-bert4rec", "amazon-ratings", "ratings_Beauty.csv"),
+    ("beauty", "amazon-reviews", "reviews_Beauty_5.json"),
+    ("gowalla", "gowalla", "loc-gowalla_totalCheckins.txt"),
+    ("steam", "steam", "steam_reviews.json"),
+]
+
+
+def _repeat_last_row(tmp_path: Path, name: str) -> tuple[Path, Path, int, int]:
+    """(clean copy, copy whose last data line is written twice, its line, the original's)."""
+    text = RATINGS_DAT if name == "ratings.dat" else (FIX / name).read_text()
+    lines = text.splitlines()
+    last = max(k for k, line in enumerate(lines) if line.strip())
+    clean = tmp_path / "clean" / name
+    clean.parent.mkdir()
+    clean.write_text(text)
+    dup = tmp_path / name
+    dup.write_text("\n".join(lines) + "\n" + lines[last] + "\n")
+    return clean, dup, len(lines) + 1, last + 1
+
+
+@pytest.mark.parametrize("name,fmt,fixture", DUPLICATE_CASES)
+def test_every_reader_refuses_or_drops_a_repeated_row(tmp_path, caplog, name, fmt, fixture):
+    clean, dup, line, original = _repeat_last_row(tmp_path, fixture)
+    with pytest.raises(DataError) as e:
+        sources.FORMATS[fmt].reader(dup, OPTS)
+    assert f"{dup}: line {line} repeats line {original}" in str(e.value)
+    assert "--config.data.drop_duplicates=True" in str(e.value)
+    with pytest.raises(DataError, match=f"line {line} repeats line {original}"):
+        load_interactions(_data(name=name, path=str(dup)).data)  # the default config refuses
+    # data.drop_duplicates=True, through the config as a run reads it: the rows of the file
+    # without the repeat, in file order, and a warning with the count.
+    want = sources.FORMATS[fmt].reader(clean, OPTS)
+    with caplog.at_level("WARNING"):
+        got = load_interactions(_data(name=name, path=str(dup), drop_duplicates=True).data)
+    assert "dropped 1 duplicate row(s)" in caplog.text and str(dup) in caplog.text
+    for field in ("user", "item", "time"):
+        assert getattr(got, field).tolist() == getattr(want, field).tolist(), field
+
+
+def test_ml1m_zip_duplicates_follow_the_option(tmp_path):
+    z = tmp_path / "ml-1m.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.writestr("ml-1m/ratings.dat", RATINGS_DAT + "2::1357::5::978298709\n")
+    with pytest.raises(DataError, match="line 4 repeats line 3"):
+        load_interactions(_data(name="ml-1m", path=str(z)).data)
+    x = load_interactions(_data(name="ml-1m", path=str(z), drop_duplicates=True).data)
+    assert x.user.tolist() == [1, 1, 2] and x.item.tolist() == [1193, 661, 1357]
+
+
+def test_parquet_duplicates_are_named_by_their_values(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    path = tmp_path / "likes.parquet"
+    pq.write_table(pa.table({
+        "uid": pa.array([10, 10, 20, 10], pa.uint32()),
+        "timestamp": pa.array([5, 10, 15, 5], pa.uint32()),
+        "item_id": pa.array([7, 8, 7, 7], pa.uint32()),
+    }), path, row_group_size=2)  # the repeat is in the second row group
+    with pytest.raises(DataError, match=re.escape("(uid 10, item_id 7, timestamp 5)")):
+        sources.read_yambda(path, OPTS)
+    x = sources.read_yambda(path, dataclasses.replace(OPTS, drop_duplicates=True))
+    assert x.user.tolist() == [10, 10, 20] and x.time.tolist() == [5, 10, 15]
+
+
+def test_same_user_and_item_at_another_time_is_not_a_duplicate():
+    # Gowalla fixture: user 0 checks in at 420315 twice, 43 s apart; both rows are kept.
+    x = sources.read_gowalla(FIX / "loc-gowalla_totalCheckins.txt", OPTS)
+    assert x.item.tolist().count(420315) == 3

@@ -240,6 +240,7 @@ def read_options(data_cfg: Any) -> sources.ReadOptions:
         user_sample=float(_cfg(data_cfg, "user_sample", 1.0)),
         user_sample_seed=int(_cfg(data_cfg, "user_sample_seed", 0)),
         min_play_ratio=int(_cfg(data_cfg, "min_play_ratio", 0)),
+        drop_duplicates=bool(_cfg(data_cfg, "drop_duplicates", False)),
     )
 
 

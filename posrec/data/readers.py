@@ -3,7 +3,8 @@
 Every reader returns an `Interactions` table of raw ids in file order. Nothing is filtered,
 sorted or re-indexed here (that is `preprocess`'s job), so a reader's output can be checked
 line by line against the file. The one exception: exact duplicate rows are an error naming
-both lines, or, with `drop_duplicates=True` (`data.drop_duplicates`), dropped with a warning.
+both lines, or, with `drop_duplicates=True` (`data.drop_duplicates`), dropped with a warning
+(`check_duplicates`, which the readers of `sources` share).
 
 Speed: the common case (a clean all-integer file) is parsed by one `np.loadtxt` call (ML-1M,
 1M rows: about 0.2 s). When that fails, a line-by-line parser re-reads the text to find the first
@@ -21,7 +22,7 @@ import math
 import os
 import zipfile
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -271,46 +272,78 @@ def _check_values(
             )
 
 
-def _duplicates(
-    arr: np.ndarray,
-    body: str,
-    first_lineno: int,
+def check_duplicates(
+    inter: Interactions,
     path: Path,
-    names: tuple[str, str, str],
     drop: bool,
-) -> np.ndarray:
-    """`arr` (int64 [N, 3] user, item, time in file order) without repeated rows.
+    row_line: Callable[[int], int] | None = None,
+    names: tuple[str, str, str] | None = None,
+) -> Interactions:
+    """`inter` without rows that repeat an earlier row; every reader ends with this check.
 
-    A row equal to an earlier row in all three columns is a duplicate (typically a file
-    concatenated twice; under leave-one-out it would make the validation target equal the
-    test target). drop=False raises a DataError naming the first repeat and its original;
-    drop=True keeps each first occurrence (file order is preserved) and logs the count.
+    A row equal to an earlier row in user, item and time is a duplicate (typically a file
+    concatenated twice, or a repeated final row; under leave-one-out it would make the
+    validation target equal the test target). drop=False (`data.drop_duplicates`, the
+    default) raises a DataError naming the first repeat and its original; drop=True keeps the
+    first of each (file order is preserved) and logs the count.
+
+    Args:
+        inter: the reader's rows, in file order ([N] arrays).
+        path: the file, for messages.
+        drop: keep the first of each repeated row instead of raising.
+        row_line: file line number of row r (rows are 0-based); None when rows have no line
+            (parquet), then messages give the row's values only.
+        names: the file's names of the user, item and time columns, to show the repeated
+            values; None when the ids are not the file's own (string ids ranked by the reader).
+
+    Returns:
+        `inter` itself when no row repeats, else a new `Interactions` with [M] arrays, M < N.
     """
-    order = np.lexsort((arr[:, 2], arr[:, 1], arr[:, 0]))  # stable: equal rows keep file order
-    ranked = arr[order]
-    repeat = np.all(ranked[1:] == ranked[:-1], axis=1)
+    n = len(inter)
+    if n < 2:
+        return inter
+    cols = (inter.user, inter.item, inter.time)
+    order = np.lexsort(cols[::-1])  # stable: equal rows stay in file order
+    repeat = np.ones(n - 1, dtype=bool)
+    for col in cols:  # one sorted column at a time: memory O(N), not O(3N)
+        ranked = col[order]
+        repeat &= ranked[1:] == ranked[:-1]
     if not repeat.any():
-        return arr
-    dup = np.sort(order[1:][repeat])  # file rows that repeat an earlier row
+        return inter
+    dup = np.sort(order[1:][repeat])  # rows that repeat an earlier row
     r = int(dup[0])
-    first = int(np.flatnonzero(np.all(arr == arr[r], axis=1))[0])
-    lines = body.splitlines()
-    line_r = _row_lineno(lines, first_lineno, r)
-    line_first = _row_lineno(lines, first_lineno, first)
-    values = ", ".join(f"{n} {int(v)}" for n, v in zip(names, arr[r], strict=True))
+    same = (inter.user == inter.user[r]) & (inter.item == inter.item[r])
+    first = int(np.flatnonzero(same & (inter.time == inter.time[r]))[0])
+    values = (
+        " (" + ", ".join(f"{k} {int(c[r])}" for k, c in zip(names, cols, strict=True)) + ")"
+        if names else ""
+    )
+    if row_line is not None:
+        where = f"line {row_line(r)} repeats line {row_line(first)}{values}"
+    else:
+        where = f"a row repeats an earlier row{values}"
     if not drop:
         raise DataError(
-            f"{path}: line {line_r} repeats line {line_first} ({values}); {len(dup)} duplicate "
-            "row(s) in all. Remove them, or set data.drop_duplicates=True to keep the first "
-            "of each"
+            f"{path}: {where}; {len(dup)} duplicate row(s) in all (same user, item and time as "
+            "an earlier row). Remove them, or set --config.data.drop_duplicates=True to keep "
+            "the first of each"
         )
     logging.warning(
-        "%s: dropped %d duplicate row(s) (same user, item and timestamp as an earlier row; "
-        "the first is line %d, a repeat of line %d)", path, len(dup), line_r, line_first,
+        "%s: dropped %d duplicate row(s) (same user, item and time as an earlier row; the "
+        "first: %s)", path, len(dup), where,
     )
-    keep = np.ones(len(arr), dtype=bool)
+    keep = np.ones(n, dtype=bool)
     keep[dup] = False
-    return arr[keep]
+    return Interactions(
+        user=inter.user[keep], item=inter.item[keep], time=inter.time[keep],
+        has_real_time=inter.has_real_time,
+    )
+
+
+def text_row_line(body: str, first_lineno: int) -> Callable[[int], int]:
+    """row -> file line number, for a reader whose rows are the non-blank lines of `body`
+    (whose first line is line `first_lineno` of the file); computed only when called."""
+    return lambda row: _row_lineno(body.splitlines(), first_lineno, row)
 
 
 def _parse_table(
@@ -355,7 +388,7 @@ def read_csv(
         delimiter: field separator; `" "` means any run of whitespace.
         drop_duplicates: what to do with a row repeating an earlier (user, item, time)
             row: False raises a DataError naming both lines, True keeps the first occurrence
-            and logs a warning with the count (`_duplicates`).
+            and logs a warning with the count (`check_duplicates`).
 
     Returns:
         `Interactions` with int64 [N] arrays in file order.
@@ -406,13 +439,13 @@ def read_csv(
         raise DataError(f"{path}: line 1: column(s) {dup} appear more than once in the header")
     cols = (header.index(user_col), header.index(item_col), header.index(time_col))
     arr = _parse_table(body, 2, path, delimiter, len(header), cols, want)
-    arr = _duplicates(arr, body, 2, path, want, drop_duplicates)
-    return Interactions(
+    inter = Interactions(
         user=np.ascontiguousarray(arr[:, 0]),
         item=np.ascontiguousarray(arr[:, 1]),
         time=np.ascontiguousarray(arr[:, 2]),
         has_real_time=bool(has_real_time),
     )
+    return check_duplicates(inter, path, drop_duplicates, text_row_line(body, 2), want)
 
 
 def _read_ml1m_bytes(path: Path) -> bytes:
@@ -463,10 +496,10 @@ def read_ml1m(path: str | os.PathLike, drop_duplicates: bool = False) -> Interac
     names = ("UserID", "MovieID", "Timestamp")
     body = text.replace("::", ",")
     arr = _parse_table(body, 1, path, ",", 4, (0, 1, 3), names)
-    arr = _duplicates(arr, body, 1, path, names, drop_duplicates)
-    return Interactions(
+    inter = Interactions(
         user=np.ascontiguousarray(arr[:, 0]),
         item=np.ascontiguousarray(arr[:, 1]),
         time=np.ascontiguousarray(arr[:, 2]),
         has_real_time=True,
     )
+    return check_duplicates(inter, path, drop_duplicates, text_row_line(body, 1), names)

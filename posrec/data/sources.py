@@ -5,7 +5,9 @@ Each reader takes the file exactly as its publisher distributes it and returns a
 implicit-feedback rule (which rows count as interactions). Filtering by counts, sorting and
 re-indexing stay in `preprocess`, so a reader's output can be checked line by line against the
 file. Every format problem raises a `DataError` that names the file, the line (or column) and
-the expected format.
+the expected format. Every reader ends with the same duplicate-row check
+(`readers.check_duplicates` through `_interactions`): a row repeating an earlier (user, item,
+time) row is an error naming both lines, or dropped with `data.drop_duplicates`.
 
 String ids (Amazon reviewer ids and ASINs, Steam user names) become integers: the raw id of a
 string is its rank among the file's distinct strings in sorted order, so it does not depend on
@@ -31,7 +33,15 @@ from pathlib import Path
 
 import numpy as np
 
-from posrec.data.readers import Interactions, _decode, _parse_table, _read_bytes, read_ml1m
+from posrec.data.readers import (
+    Interactions,
+    _decode,
+    _parse_table,
+    _read_bytes,
+    check_duplicates,
+    read_ml1m,
+    text_row_line,
+)
 from posrec.errors import DataError
 
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -47,11 +57,14 @@ class ReadOptions:
         user_sample_seed: seed of the user sample.
         min_play_ratio: keep only listens with played_ratio_pct >= this (Yambda listens);
             0 keeps every row. A file without that column refuses a value > 0.
+        drop_duplicates: a row repeating an earlier (user, item, time) row is dropped with a
+            warning (True) or a DataError naming both lines (False); `check_duplicates`.
     """
 
     user_sample: float = 1.0
     user_sample_seed: int = 0
     min_play_ratio: int = 0
+    drop_duplicates: bool = False
 
 
 # --------------------------------------------------------------------------------------------
@@ -104,16 +117,35 @@ class _StringIds:
         return rank[codes]
 
 
-def _interactions(user, item, time, has_real_time: bool, path: Path) -> Interactions:
+def _interactions(
+    user,
+    item,
+    time,
+    has_real_time: bool,
+    path: Path,
+    opts: ReadOptions | None,
+    row_line: Callable[[int], int] | None = None,
+    names: tuple[str, str, str] | None = None,
+) -> Interactions:
+    """The reader's [N] columns as `Interactions`, after the duplicate-row check.
+
+    Every reader ends here, so `opts.drop_duplicates` means the same for every source
+    (`readers.check_duplicates`; `row_line` and `names` only shape its messages). opts=None
+    skips the check, for a source whose own rule already keeps one row per (user, item,
+    time) (Last.fm) and for tests.
+    """
     user = np.ascontiguousarray(user, dtype=np.int64)
     if len(user) == 0:
         raise DataError(f"{path}: no interactions in the file (after the source's own rules)")
-    return Interactions(
+    inter = Interactions(
         user=user,
         item=np.ascontiguousarray(item, dtype=np.int64),
         time=np.ascontiguousarray(time, dtype=np.int64),
         has_real_time=has_real_time,
     )
+    if opts is None:
+        return inter
+    return check_duplicates(inter, path, opts.drop_duplicates, row_line, names)
 
 
 def _text(path: Path) -> str:
@@ -198,7 +230,7 @@ ML100K_FORMAT = "MovieLens ml-100k.zip or its u.data (user<TAB>item<TAB>rating<T
 
 def read_ml1m_source(path: Path, opts: ReadOptions) -> Interactions:
     """MovieLens-1M (readers.read_ml1m): every rating is an interaction; Unix seconds."""
-    return read_ml1m(path)
+    return read_ml1m(path, drop_duplicates=opts.drop_duplicates)
 
 
 def read_ml20m(path: Path, opts: ReadOptions) -> Interactions:
@@ -225,7 +257,8 @@ def read_ml20m(path: Path, opts: ReadOptions) -> Interactions:
         arr = _parse_table(body, 2, path, ",", 4, (0, 1, 3), ("userId", "movieId", "timestamp"))
     if arr.size == 0:
         raise DataError(f"{path}: no data rows after the header")
-    return _interactions(arr[:, 0], arr[:, 1], arr[:, 2], True, path)
+    return _interactions(arr[:, 0], arr[:, 1], arr[:, 2], True, path, opts,
+                         text_row_line(body, 2), ("userId", "movieId", "timestamp"))
 
 
 def read_ml100k(path: Path, opts: ReadOptions) -> Interactions:
@@ -243,8 +276,10 @@ def read_ml100k(path: Path, opts: ReadOptions) -> Interactions:
             f"{path}: line 1: {first[:60]!r} is not 4 tab-separated fields; "
             f"expected {ML100K_FORMAT}"
         )
-    arr = _parse_table(text, 1, path, "\t", 4, (0, 1, 3), ("user", "item", "timestamp"))
-    return _interactions(arr[:, 0], arr[:, 1], arr[:, 2], True, path)
+    names = ("user", "item", "timestamp")
+    arr = _parse_table(text, 1, path, "\t", 4, (0, 1, 3), names)
+    return _interactions(arr[:, 0], arr[:, 1], arr[:, 2], True, path, opts,
+                         text_row_line(text, 1), names)
 
 
 # --------------------------------------------------------------------------------------------
@@ -272,7 +307,8 @@ def read_amazon_ratings(path: Path, opts: ReadOptions) -> Interactions:
     u_col: list[str] = []
     i_col: list[str] = []
     times: list[int] = []
-    for lineno, line in _lines(_text(path)):
+    text = _text(path)
+    for lineno, line in _lines(text):
         parts = _fields(line, ",", 4, path, lineno, AMAZON_RATINGS_FORMAT)
         if lineno == 1 and not parts[3].strip().lstrip("-").isdigit():
             raise DataError(
@@ -284,7 +320,8 @@ def read_amazon_ratings(path: Path, opts: ReadOptions) -> Interactions:
         times.append(_int(parts[3].strip(), path, lineno, "timestamp", AMAZON_RATINGS_FORMAT))
     users.add(u_col)
     items.add(i_col)
-    return _interactions(users.finish(), items.finish(), times, True, path)
+    return _interactions(users.finish(), items.finish(), times, True, path, opts,
+                         text_row_line(text, 1))
 
 
 def _parse_object(line: str) -> dict | None:
@@ -309,7 +346,8 @@ def read_amazon_reviews(path: Path, opts: ReadOptions) -> Interactions:
     u_col: list[str] = []
     i_col: list[str] = []
     times: list[int] = []
-    for lineno, line in _lines(_text(path)):
+    text = _text(path)
+    for lineno, line in _lines(text):
         obj = _parse_object(line)
         if obj is None:
             raise DataError(
@@ -328,7 +366,8 @@ def read_amazon_reviews(path: Path, opts: ReadOptions) -> Interactions:
         times.append(_int(str(t), path, lineno, "unixReviewTime", AMAZON_REVIEWS_FORMAT))
     users.add(u_col)
     items.add(i_col)
-    return _interactions(users.finish(), items.finish(), times, True, path)
+    return _interactions(users.finish(), items.finish(), times, True, path, opts,
+                         text_row_line(text, 1))
 
 
 # --------------------------------------------------------------------------------------------
@@ -349,7 +388,8 @@ def read_gowalla(path: Path, opts: ReadOptions) -> Interactions:
     users: list[int] = []
     items: list[int] = []
     stamps: list[str] = []
-    for lineno, line in _lines(_text(path)):
+    text = _text(path)
+    for lineno, line in _lines(text):
         parts = _fields(line, "\t", 5, path, lineno, GOWALLA_FORMAT)
         users.append(_int(parts[0], path, lineno, "user", GOWALLA_FORMAT))
         items.append(_int(parts[4], path, lineno, "location id", GOWALLA_FORMAT))
@@ -367,7 +407,8 @@ def read_gowalla(path: Path, opts: ReadOptions) -> Interactions:
                     f"YYYY-MM-DDTHH:MM:SSZ; expected {GOWALLA_FORMAT}"
                 ) from None
         raise
-    return _interactions(users, items, times, True, path)
+    return _interactions(users, items, times, True, path, opts, text_row_line(text, 1),
+                         ("user", "location id", "time (Unix seconds)"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -408,7 +449,8 @@ def read_steam(path: Path, opts: ReadOptions) -> Interactions:
     u_col: list[str] = []
     items: list[int] = []
     dates: list[str] = []
-    for lineno, line in _lines(_text(path)):
+    text = _text(path)
+    for lineno, line in _lines(text):
         fields = _steam_fields(line)
         if fields is None:
             raise DataError(
@@ -423,7 +465,8 @@ def read_steam(path: Path, opts: ReadOptions) -> Interactions:
         times = np.array(dates, dtype="datetime64[D]").astype("datetime64[s]").astype(np.int64)
     except ValueError as e:
         raise DataError(f"{path}: a review date is not a calendar date ({e})") from e
-    return _interactions(users.finish(), items, times, True, path)
+    return _interactions(users.finish(), items, times, True, path, opts,
+                         text_row_line(text, 1))
 
 
 # --------------------------------------------------------------------------------------------
@@ -456,7 +499,9 @@ def read_hetrec_lastfm(path: Path, opts: ReadOptions) -> Interactions:
     arr = _parse_table(body, 2, path, "\t", 4, (0, 1, 3), ("userID", "artistID", "timestamp"))
     _, first = np.unique(arr, axis=0, return_index=True)
     arr = arr[np.sort(first)]  # drop repeated (user, artist, time), keep file order
-    return _interactions(arr[:, 0], arr[:, 1], arr[:, 2] // 1000, True, path)
+    # opts=None: the rule above is this source's duplicate handling (a repeat is a second tag,
+    # not a damaged file), so data.drop_duplicates has nothing left to do.
+    return _interactions(arr[:, 0], arr[:, 1], arr[:, 2] // 1000, True, path, None)
 
 
 # --------------------------------------------------------------------------------------------
@@ -559,7 +604,10 @@ def _read_parquet(
         user = np.concatenate(users) if users else np.zeros(0, np.int64)
     item = np.concatenate(items) if items else np.zeros(0, np.int64)
     time = np.concatenate(times) if times else np.zeros(0, np.int64)
-    return _interactions(user, item, time, True, path)
+    # Parquet rows have no line numbers: a repeat is named by its values (string user ids
+    # are ranks here, so then only the count is given).
+    return _interactions(user, item, time, True, path, opts, None,
+                         None if string_users else cols)
 
 
 def read_yambda(path: Path, opts: ReadOptions) -> Interactions:
