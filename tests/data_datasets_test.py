@@ -129,6 +129,37 @@ def test_ml20m_csv_and_zip(tmp_path):
     assert _raw_sequences(preprocess(x, 0, 0))[0] == [29, 32, 2]
 
 
+ML20M_HEADER = "userId,movieId,rating,timestamp\n1,2,3.5,1112486027\n"
+
+
+@pytest.mark.parametrize("row,message", [
+    ("-4,29,3.5,1112484676", "line 3, column 'userId': id -4 is negative"),
+    ("1,2147483648,3.5,1112484676", "line 3, column 'movieId': id 2147483648 is beyond"),
+    ("1,29,3.5,1112484676.5", "line 3, column 'timestamp': timestamp '1112484676.5' is not"),
+    ("1,29,3.5,nan", "line 3, column 'timestamp': timestamp is 'nan'"),
+    ("1,29,3.5,1112484676,7", "line 3: 5 field(s) where the header has 4"),
+    ("1,29,3.5,99999999999999999999", "line 3, column 'timestamp': '99999999999999999999'"),
+])
+def test_ml20m_rows_are_checked_like_every_csv(tmp_path, row, message):
+    path = tmp_path / "ratings.csv"
+    path.write_text(ML20M_HEADER + row + "\n")
+    with pytest.raises(DataError, match=re.escape(f"{path}: {message}")):
+        sources.read_ml20m(path, OPTS)
+
+
+def test_ml20m_when_loadtxt_overflows(monkeypatch):
+    """numpy versions that raise OverflowError for an integer beyond int64 (numpy 2: a
+    ValueError): the file is read by the line-by-line parser instead, same result."""
+    want = sources.read_ml20m(FIX / "ml-20m_ratings.csv", OPTS)
+
+    def overflow(*args, **kw):
+        raise OverflowError("Python int too large to convert to C long")
+
+    monkeypatch.setattr(np, "loadtxt", overflow)
+    got = sources.read_ml20m(FIX / "ml-20m_ratings.csv", OPTS)
+    assert got.user.tolist() == want.user.tolist() and got.time.tolist() == want.time.tolist()
+
+
 def test_ml100k_and_lastfm(tmp_path):
     x = sources.read_ml100k(FIX / "ml-100k_u.data", OPTS)
     assert x.user.tolist() == [196, 186, 22, 196, 186]

@@ -1,7 +1,9 @@
 """Readers: round trips on small hand-written files, every malformed case, real ML-1M smoke."""
 
 import gzip
+import io
 import time
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -127,6 +129,65 @@ def test_fractional_timestamp(tmp_path):
     assert "line 2" in msg and "not an integer" in msg
 
 
+@pytest.mark.parametrize("value,message", [
+    ("3.25", "timestamp '3.25' is not an integer"),
+    ("1e-3", "timestamp '1e-3' is not an integer"),
+    ("nan", "timestamp is 'nan'"),
+    ("inf", "timestamp is 'inf'"),
+    ("-inf", "timestamp is '-inf'"),
+])
+def test_non_integral_timestamps_are_refused_with_line_and_column(tmp_path, value, message):
+    msg = _err(tmp_path, f"user_id,item_id,timestamp\n1,2,3\n1,3,{value}\n")
+    assert f"line 3, column 'timestamp': {message}" in msg
+
+
+def test_integral_float_timestamps_are_read_exactly(tmp_path):
+    p = _write(tmp_path, "f.csv", "user_id,item_id,timestamp\n1,2,1e3\n1,3,978300760.0\n")
+    assert read_csv(p).time.tolist() == [1000, 978300760]
+
+
+def _loadtxt_of_numpy_1_24(monkeypatch):
+    """np.loadtxt as numpy 1.23-1.26 behave: a value of an integer column that is not an
+    integer ("1.5", "nan") is parsed through float, truncated, with a DeprecationWarning
+    (numpy 2 raises ValueError instead)."""
+    real = np.loadtxt
+
+    def loadtxt(fname, *args, dtype=float, **kw):
+        text = fname.read()
+        try:
+            return real(io.StringIO(text), *args, dtype=dtype, **kw)
+        except ValueError:
+            dt = np.dtype(dtype)
+            as_float = (
+                np.dtype([(n, np.float64) for n in dt.names]) if dt.names else np.float64
+            )
+            warnings.warn("loadtxt(): Parsing an integer via a float is deprecated.",
+                          DeprecationWarning, stacklevel=2)
+            with np.errstate(invalid="ignore"):
+                return real(io.StringIO(text), *args, dtype=as_float, **kw).astype(dt)
+
+    monkeypatch.setattr(np, "loadtxt", loadtxt)
+
+
+@pytest.mark.parametrize("row,message", [
+    ("1,2,3.25", "timestamp '3.25' is not an integer"),
+    ("1,2,nan", "timestamp is 'nan'"),
+    ("1.5,2,3", "'1.5' is not an integer id"),
+])
+def test_old_numpy_float_parsing_of_integers_is_not_trusted(tmp_path, monkeypatch, row,
+                                                            message):
+    p = _write(tmp_path, "old.csv", f"user_id,item_id,timestamp\n7,8,9\n{row}\n")
+    _loadtxt_of_numpy_1_24(monkeypatch)
+    with pytest.warns(DeprecationWarning):  # the simulation does warn
+        np.loadtxt(io.StringIO(row), delimiter=",", dtype=np.int64)
+    with pytest.raises(DataError) as e:
+        read_csv(p)
+    assert f"{p}: line 3, column" in str(e.value) and message in str(e.value)
+    # A clean file still takes the fast path, and reads the same.
+    ok = _write(tmp_path, "ok.csv", "user_id,item_id,timestamp\n7,8,9\n1,2,3\n")
+    assert read_csv(ok).time.tolist() == [9, 3]
+
+
 def test_tab_file_read_as_csv(tmp_path):
     msg = _err(tmp_path, "user_id\titem_id\ttimestamp\n1\t2\t3\n")
     assert "looks tab-separated" in msg
@@ -200,3 +261,4 @@ def test_real_ml1m_smoke():
     assert len(np.unique(x.user)) == 6_040
     assert len(np.unique(x.item)) == 3_706
     assert elapsed < 5.0, f"reading ML-1M took {elapsed:.2f}s"
+

@@ -6,11 +6,11 @@ line by line against the file. The one exception: exact duplicate rows are an er
 both lines, or, with `drop_duplicates=True` (`data.drop_duplicates`), dropped with a warning
 (`check_duplicates`, which the readers of `sources` share).
 
-Speed: the common case (a clean all-integer file) is parsed by one `np.loadtxt` call (ML-1M,
-1M rows: about 0.2 s). When that fails, a line-by-line parser re-reads the text to find the first
-bad line and raise a `DataError` that names the file, the line, the column and the fix; the same
-slow path also accepts integral float timestamps such as `978300760.0` and non-integer extra
-columns (e.g. a `rating` of `4.5`), which the fast path rejects.
+Speed: the common case (a clean file of integers, extra columns may be any numbers) is parsed
+by `np.loadtxt` (ML-1M, 1M rows: about 0.2 s). When that fails, a line-by-line parser re-reads
+the text to find the first bad line and raise a `DataError` that names the file, the line, the
+column and the fix; the same slow path also accepts integral float timestamps such as
+`978300760.0` and non-numeric extra columns, which the fast path rejects.
 """
 
 from __future__ import annotations
@@ -20,10 +20,12 @@ import gzip
 import io
 import math
 import os
+import warnings
 import zipfile
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from absl import logging
@@ -218,25 +220,41 @@ def _slow_parse(
 def _fast_parse(
     text: str, delimiter: str, ncols: int, cols: tuple[int, int, int]
 ) -> np.ndarray | None:
-    """np.loadtxt of the data lines (header already removed); None when it fails."""
+    """np.loadtxt of the data lines (header already removed): int64 [N, 3], or None when it
+    fails and `_slow_parse` must read the file.
+
+    Every row must have `ncols` fields. The used columns must be plain integers; the other
+    columns are read as int64, else as float64 (e.g. MovieLens ratings of 3.5). numpy
+    1.23-1.26 parse "1.5", "1e3", "nan" or "inf" in an integer column through a float and only
+    warn (DeprecationWarning), truncating the value; that warning is an error here, so such a
+    file goes to `_slow_parse`, which rejects non-integer ids and non-integral timestamps.
+    """
     if not text.strip():
         return np.zeros((0, 3), np.int64)
-    try:
-        arr = np.loadtxt(
-            io.StringIO(text),
-            delimiter=None if delimiter == " " else delimiter,
-            dtype=np.int64,
-            comments=None,
-            quotechar='"',
-            ndmin=2,
-        )
-    except (ValueError, OverflowError):
-        return None
-    if arr.size == 0:
-        return np.zeros((0, 3), np.int64)
-    if arr.shape[1] != ncols:
-        return None
-    return arr[:, list(cols)]
+    dtypes: list[Any] = [np.int64]
+    if ncols > len(cols):
+        dtypes.append(np.dtype([(f"c{j}", np.int64 if j in cols else np.float64)
+                                for j in range(ncols)]))
+    for dtype in dtypes:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", DeprecationWarning)
+                arr = np.loadtxt(
+                    io.StringIO(text),
+                    delimiter=None if delimiter == " " else delimiter,
+                    dtype=dtype,
+                    comments=None,
+                    quotechar='"',
+                    ndmin=1 if dtype is not np.int64 else 2,
+                )
+        except (ValueError, OverflowError, DeprecationWarning):
+            continue
+        if arr.size == 0:
+            return np.zeros((0, 3), np.int64)
+        if dtype is np.int64:
+            return arr[:, list(cols)] if arr.shape[1] == ncols else None
+        return np.stack([arr[f"c{j}"] for j in cols], axis=1).astype(np.int64, copy=False)
+    return None
 
 
 def _row_lineno(lines: Sequence[str], first_lineno: int, row: int) -> int:

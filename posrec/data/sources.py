@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import io
 import json
 import os
 import re
@@ -250,13 +249,9 @@ def read_ml20m(path: Path, opts: ReadOptions) -> Interactions:
             f"{path}: line 1: header {header.strip()[:60]!r} is not "
             f"'userId,movieId,rating,timestamp'; expected {ML20M_FORMAT}"
         )
-    try:  # fast path: one C-level parse of the three integer columns
-        arr = np.loadtxt(io.StringIO(body), delimiter=",", dtype=np.int64, usecols=(0, 1, 3),
-                         ndmin=2)
-    except ValueError:
-        arr = _parse_table(body, 2, path, ",", 4, (0, 1, 3), ("userId", "movieId", "timestamp"))
-    if arr.size == 0:
-        raise DataError(f"{path}: no data rows after the header")
+    # The shared parse: np.loadtxt when the file is clean (ratings read as floats), else the
+    # line-by-line parser naming the bad line; ids range-checked either way.
+    arr = _parse_table(body, 2, path, ",", 4, (0, 1, 3), ("userId", "movieId", "timestamp"))
     return _interactions(arr[:, 0], arr[:, 1], arr[:, 2], True, path, opts,
                          text_row_line(body, 2), ("userId", "movieId", "timestamp"))
 
