@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from posrec.data.readers import read_csv, read_ml1m
+from posrec.data.readers import Interactions, check_duplicates, read_csv, read_ml1m
 from posrec.errors import DataError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -262,3 +262,31 @@ def test_real_ml1m_smoke():
     assert len(np.unique(x.item)) == 3_706
     assert elapsed < 5.0, f"reading ML-1M took {elapsed:.2f}s"
 
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_check_duplicates_matches_a_python_reference(seed):
+    """Random logs with many repeats: drop=True keeps exactly the first occurrence of each
+    (user, item, time) row, in file order; drop=False names the first repeat's row."""
+    rng = np.random.default_rng(seed)
+    n = 3000
+    inter = Interactions(rng.integers(0, 6, n), rng.integers(0, 6, n),
+                         rng.integers(-3, 5, n) * 10**12, True)
+    seen, keep, first_repeat = {}, [], None
+    for r, row in enumerate(zip(inter.user.tolist(), inter.item.tolist(),
+                                inter.time.tolist(), strict=True)):
+        if row in seen:
+            first_repeat = first_repeat or (r, seen[row])
+        else:
+            seen[row] = r
+            keep.append(r)
+    out = check_duplicates(inter, Path("f.csv"), True)
+    assert out.user.tolist() == inter.user[keep].tolist()
+    assert out.item.tolist() == inter.item[keep].tolist()
+    assert out.time.tolist() == inter.time[keep].tolist()
+    with pytest.raises(DataError) as e:
+        check_duplicates(inter, Path("f.csv"), False, row_line=lambda r: r + 2)
+    r, original = first_repeat
+    assert f"f.csv: line {r + 2} repeats line {original + 2}; {n - len(keep)} duplicate" in str(
+        e.value)
+    clean = Interactions(inter.user[keep], inter.item[keep], inter.time[keep], True)
+    assert check_duplicates(clean, Path("f.csv"), False) is clean
