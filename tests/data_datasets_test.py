@@ -175,6 +175,59 @@ def test_ml100k_and_lastfm(tmp_path):
         assert y.time.tolist() == [1238536800, 1238536800, 1230764400, 1241128800]
 
 
+@pytest.mark.parametrize("fmt,member,header", [
+    ("ml-20m", "ml-20m/ratings.csv", b"userId,movieId,rating,timestamp\n"),
+    ("hetrec-lastfm", "user_taggedartists-timestamps.dat",
+     b"userID\tartistID\ttagID\ttimestamp\n"),
+])
+def test_zip_member_that_is_not_utf8_is_named(tmp_path, fmt, member, header):
+    z = tmp_path / "archive.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.writestr(member, header + b"1,2,3.5,4\n\xff\xfe\n")
+    with pytest.raises(DataError, match=re.escape(f"{z}: {member}: line 3: not UTF-8 text")):
+        sources.FORMATS[fmt].reader(z, OPTS)
+
+
+@pytest.mark.parametrize("fmt", ["ml-20m", "ml-100k", "hetrec-lastfm", "zvuk"])
+def test_zip_or_text_readers_refuse_an_unreadable_file(tmp_path, monkeypatch, fmt):
+    path = tmp_path / "data.bin"
+    path.write_bytes(b"PK\x03\x04")
+    real_open = Path.open
+
+    def refuse(self, *args, **kw):  # what the OS answers for a file without read permission
+        if self == path:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_open(self, *args, **kw)
+
+    monkeypatch.setattr(Path, "open", refuse)
+    with pytest.raises(DataError, match=f"{path}: cannot read file .*Permission denied"):
+        sources.FORMATS[fmt].reader(path, OPTS)
+
+
+GOWALLA_ROW = "1\t2010-10-19T23:55:27Z\t30.2\t-97.7\t22847\n"
+
+
+@pytest.mark.parametrize("stamp", ["", "NaT", "2010-13-01T00:00:00Z", "yesterday"])
+def test_gowalla_bad_or_missing_time_is_named(tmp_path, stamp):
+    path = tmp_path / "checkins.txt"
+    path.write_text(GOWALLA_ROW + f"2\t{stamp}\t30.2\t-97.7\t22847\n")
+    with pytest.raises(DataError, match=re.escape(f"{path}: line 2: check-in time {stamp!r}")):
+        sources.read_gowalla(path, OPTS)
+
+
+def test_gowalla_conversion_error_without_a_bad_line_is_a_data_error(monkeypatch):
+    """If numpy's vectorised conversion fails although every time parses on its own, the
+    reader reports the file and numpy's message (it used to re-raise the bare ValueError)."""
+    def fail(stamps):
+        raise ValueError("simulated failure of the vectorised conversion")
+
+    monkeypatch.setattr(sources, "_checkin_seconds", fail, raising=False)
+    path = FIX / "loc-gowalla_totalCheckins.txt"
+    with pytest.raises(DataError, match=re.escape(f"{path}: the check-in times could not be "
+                                                  "converted (simulated failure")):
+        sources.read_gowalla(path, OPTS)
+
+
 WRONG = [
     ("amazon-ratings", "reviews_Beauty_5.json"),
     ("amazon-reviews", "ratings_Beauty.csv"),

@@ -103,15 +103,39 @@ def _read_bytes(path: Path) -> bytes:
     return data
 
 
-def _decode(data: bytes, path: Path) -> str:
-    """UTF-8 decode (a leading BOM is dropped); a bad byte is reported with its line number."""
+def _file_head(path: Path, not_found: str) -> bytes:
+    """The first 4 bytes of the data file `path` (enough for the zip or gzip magic).
+
+    Raises:
+        DataError: the file is missing (the message ends with `not_found`, the fix), is a
+            directory, or cannot be read (permissions, I/O error).
+    """
+    try:
+        if not path.exists():
+            raise DataError(f"{path}: file not found; {not_found}")
+        if path.is_dir():
+            raise DataError(f"{path}: is a directory, expected a data file")
+        with path.open("rb") as f:
+            return f.read(4)
+    except OSError as e:
+        raise DataError(
+            f"{path}: cannot read file ({e}); check the path and its permissions"
+        ) from e
+
+
+def _decode(data: bytes, path: Path, member: str = "") -> str:
+    """UTF-8 decode (a leading BOM is dropped); a bad byte is reported with its line number.
+
+    `member`: the archive member `data` comes from, named in the message ("" for the file).
+    """
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
+        where = f"{path}: {member}" if member else f"{path}"
         raise DataError(
-            f"{path}: line {line}: not UTF-8 text (byte {data[e.start]:#04x}); "
-            "is this a binary file? expected a CSV of integer ids"
+            f"{where}: line {line}: not UTF-8 text (byte {data[e.start]:#04x}); "
+            "is this a binary file? expected a text file of integer ids"
         ) from e
     if text.startswith("\ufeff"):
         text = text[1:]
@@ -484,13 +508,9 @@ def read_csv(
 
 def _read_ml1m_bytes(path: Path) -> bytes:
     """The bytes of ratings.dat: the file itself, or ml-1m/ratings.dat inside ml-1m.zip."""
-    if not path.exists():
-        raise DataError(
-            f"{path}: file not found; pass --config.data.path=/path/to/ml-1m.zip "
-            "(or ratings.dat)"
-        )
-    with open(path, "rb") as f:
-        magic = f.read(4)
+    magic = _file_head(
+        path, "pass --config.data.path=/path/to/ml-1m.zip (or ratings.dat)"
+    )
     if magic != _ZIP_MAGIC and not path.name.endswith(".zip"):
         return _read_bytes(path)
     try:

@@ -29,12 +29,14 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 
 from posrec.data.readers import (
     Interactions,
     _decode,
+    _file_head,
     _parse_table,
     _read_bytes,
     check_duplicates,
@@ -167,24 +169,27 @@ def _member_name(zf: zipfile.ZipFile, path: Path, member: str, what: str) -> str
     return names[0]
 
 
-def _zip_member(path: Path, member: str, what: str) -> bytes:
-    """The bytes of the archive member whose name ends with `member`."""
+def _zip_member(path: Path, member: str, what: str) -> tuple[str, bytes]:
+    """(full name, bytes) of the archive member whose name ends with `member`."""
     try:
         with zipfile.ZipFile(path) as zf:
-            return zf.read(_member_name(zf, path, member, what))
+            name = _member_name(zf, path, member, what)
+            return name, zf.read(name)
     except (zipfile.BadZipFile, EOFError, zlib.error, OSError) as e:
         raise DataError(
             f"{path}: corrupt or truncated zip archive ({e}); download it again"
         ) from e
 
 
+def _zip_text(path: Path, member: str, what: str) -> str:
+    """The UTF-8 text of the archive member whose name ends with `member`."""
+    name, data = _zip_member(path, member, what)
+    return _decode(data, path, name)
+
+
 def _is_zip(path: Path) -> bool:
-    if not path.exists():
-        raise DataError(f"{path}: file not found; check --config.data.path")
-    if path.is_dir():
-        raise DataError(f"{path}: is a directory, expected a data file")
-    with open(path, "rb") as f:
-        return f.read(4) == _ZIP_MAGIC
+    """Whether `path` is a zip archive; DataError if it is missing, a directory or unreadable."""
+    return _file_head(path, "check --config.data.path") == _ZIP_MAGIC
 
 
 def _lines(text: str) -> Iterable[tuple[int, str]]:
@@ -239,7 +244,7 @@ def read_ml20m(path: Path, opts: ReadOptions) -> Interactions:
     Unix seconds.
     """
     if _is_zip(path):
-        text = _zip_member(path, "ratings.csv", ML20M_FORMAT).decode("utf-8")
+        text = _zip_text(path, "ratings.csv", ML20M_FORMAT)
     else:
         text = _text(path)
     header, _, body = text.partition("\n")
@@ -262,7 +267,7 @@ def read_ml100k(path: Path, opts: ReadOptions) -> Interactions:
     Tab-separated `user item rating timestamp`, no header; timestamps are Unix seconds.
     """
     if _is_zip(path):
-        text = _zip_member(path, "u.data", ML100K_FORMAT).decode("latin-1")
+        text = _zip_member(path, "u.data", ML100K_FORMAT)[1].decode("latin-1")
     else:
         text = _text(path)
     first = next((ln for _, ln in _lines(text[:4096])), "")
@@ -375,6 +380,34 @@ GOWALLA_FORMAT = (
 )
 
 
+_NAT = np.datetime64("NaT", "s").astype(np.int64)
+
+
+def _checkin_seconds(stamps: list[str]) -> np.ndarray:
+    """int64 [N] Unix seconds of ISO-8601 times (the trailing Z already removed)."""
+    return np.array(stamps, dtype="datetime64[s]").astype(np.int64)
+
+
+def _bad_checkin_time(text: str, path: Path, error: str) -> NoReturn:
+    """Raises a DataError naming the first line whose check-in time does not parse (or is
+    missing); when every line parses on its own, one naming the file and numpy's `error`."""
+    for lineno, line in _lines(text):
+        stamp = line.split("\t")[1]
+        try:
+            ok = not np.isnat(np.datetime64(stamp.rstrip("Z"), "s"))
+        except ValueError:
+            ok = False
+        if not ok:
+            raise DataError(
+                f"{path}: line {lineno}: check-in time {stamp[:40]!r} is not "
+                f"YYYY-MM-DDTHH:MM:SSZ; expected {GOWALLA_FORMAT}"
+            )
+    raise DataError(
+        f"{path}: the check-in times could not be converted ({error}); expected "
+        f"{GOWALLA_FORMAT}"
+    )
+
+
 def read_gowalla(path: Path, opts: ReadOptions) -> Interactions:
     """Gowalla check-ins: every check-in is an interaction, the location id is the item.
 
@@ -390,18 +423,11 @@ def read_gowalla(path: Path, opts: ReadOptions) -> Interactions:
         items.append(_int(parts[4], path, lineno, "location id", GOWALLA_FORMAT))
         stamps.append(parts[1].rstrip("Z"))
     try:
-        times = np.array(stamps, dtype="datetime64[s]").astype(np.int64)
-    except ValueError:
-        for lineno, line in _lines(_text(path)):
-            stamp = line.split("\t")[1]
-            try:
-                np.datetime64(stamp.rstrip("Z"), "s")
-            except ValueError:
-                raise DataError(
-                    f"{path}: line {lineno}: check-in time {stamp[:40]!r} is not "
-                    f"YYYY-MM-DDTHH:MM:SSZ; expected {GOWALLA_FORMAT}"
-                ) from None
-        raise
+        times = _checkin_seconds(stamps)
+    except ValueError as e:
+        _bad_checkin_time(text, path, str(e))
+    if np.any(times == _NAT):  # numpy reads an empty field or "NaT" as not-a-time
+        _bad_checkin_time(text, path, "a missing time")
     return _interactions(users, items, times, True, path, opts, text_row_line(text, 1),
                          ("user", "location id", "time (Unix seconds)"))
 
@@ -481,8 +507,7 @@ def read_hetrec_lastfm(path: Path, opts: ReadOptions) -> Interactions:
     at once); the file's Unix milliseconds become seconds (floor), like every other source.
     """
     if _is_zip(path):
-        text = _zip_member(path, "user_taggedartists-timestamps.dat", LASTFM_FORMAT)
-        text = text.decode("utf-8")
+        text = _zip_text(path, "user_taggedartists-timestamps.dat", LASTFM_FORMAT)
     else:
         text = _text(path)
     header, _, body = text.partition("\n")
