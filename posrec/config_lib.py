@@ -380,10 +380,7 @@ def save_or_check(config: ml_collections.ConfigDict, workdir: Path, write: bool 
     path = Path(workdir) / "config.json"
     new = to_dict(config)
     if path.exists():
-        try:
-            old = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise ConfigError(f"{path} is unreadable ({err}); use a fresh --workdir") from err
+        old = _read_config_json(path, "use a fresh --workdir")
         a, b = flatten(old), flatten(new)
         # A key added to posrec after the run started is absent from its config.json; at its
         # default it means the behaviour the run already had, so it does not block a resume.
@@ -408,4 +405,21 @@ def load(workdir: Path) -> ml_collections.ConfigDict:
     path = Path(workdir) / "config.json"
     if not path.exists():
         raise ConfigError(f"{path} not found: {workdir} is not a posrec run directory")
-    return from_dict(json.loads(path.read_text()))
+    return from_dict(_read_config_json(
+        path, "the run directory is damaged: restore its config.json (posrec writes it when "
+        "a run starts) or train again in a new --workdir"
+    ))
+
+
+def _read_config_json(path: Path, fix: str) -> dict:
+    """The dict in a run's config.json; ConfigError naming the file, the problem and `fix`."""
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, ValueError) as err:  # ValueError: bad JSON or not UTF-8
+        raise ConfigError(f"{path} is unreadable ({err}); {fix}") from err
+    if not isinstance(d, dict):
+        raise ConfigError(
+            f"{path} is unreadable (a JSON {type(d).__name__}, not an object of config "
+            f"sections); {fix}"
+        )
+    return d

@@ -279,6 +279,17 @@ def test_a_second_training_in_a_busy_workdir_is_refused(tmp_path, monkeypatch):
     assert (workdir / ".lock").read_text().startswith(f"pid {os.getpid()} on ")
 
 
+@pytest.mark.parametrize("content", [b'{"model": {"hidden": 6', b"[1, 2]", b"\xff\xfe{}"])
+def test_damaged_config_json_is_a_config_error(tmp_path, content):
+    (tmp_path / "config.json").write_bytes(content)
+    with pytest.raises(ConfigError, match=re.escape(f"{tmp_path / 'config.json'} is unreadable")):
+        config_lib.load(tmp_path)
+    with pytest.raises(ConfigError, match="config.json is unreadable"):
+        checkpoint.restore_params(tmp_path)  # what evaluate / recommend call
+    with pytest.raises(ConfigError, match="config.json is unreadable"):
+        config_lib.save_or_check(tiny_config(), tmp_path)  # what a resumed training calls
+
+
 def test_signal_at_a_checkpoint_every_step_saves_it_once(tmp_path, monkeypatch):
     """SIGTERM right after step 6 with train.checkpoint_every=3: the periodic save of step 6
     is the interruption's checkpoint; no step is written twice (a rewrite deletes the step
