@@ -36,7 +36,7 @@ from flax.training import train_state
 from posrec import checkpoint, config_lib, evaluate, losses, parallel
 from posrec.data import batching, load_split
 from posrec.data.preprocess import save_id_maps
-from posrec.errors import ConfigError, Interrupted, PosrecError
+from posrec.errors import CheckpointError, ConfigError, Interrupted, PosrecError
 from posrec.models import sasrec
 
 Array = jax.Array
@@ -128,10 +128,40 @@ def _all_finite(tree) -> Array:
 
 
 def _truncate_jsonl(path: Path, max_step: int) -> None:
-    """Drop log lines written after the checkpoint a resumed run restarts from."""
+    """Drop log lines written after the checkpoint a resumed run restarts from.
+
+    A validation's line is appended (and the file closed) before the checkpoint of its step
+    is saved, so a run killed while appending leaves an incomplete last line (no final
+    newline) whose step is after every checkpoint: like every line after `max_step`, it is
+    dropped (with a warning) and rewritten when that epoch is redone. Any other line that is
+    not a record with a "step" is damage this cannot explain: CheckpointError.
+    """
     if not path.exists():
         return
-    keep = [ln for ln in path.read_text().splitlines() if json.loads(ln)["step"] <= max_step]
+    text = path.read_text(errors="replace")
+    lines = text.splitlines()
+    keep = []
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            step = json.loads(line)["step"]
+            ok = isinstance(step, int)
+        except (ValueError, KeyError, TypeError):
+            ok = False
+        if not ok:
+            if lineno == len(lines) and not text.endswith("\n"):
+                logging.warning(
+                    "%s: dropping the incomplete last line %d (%r), cut off when the run "
+                    "stopped; its validation is redone", path, lineno, line[:40],
+                )
+                continue
+            raise CheckpointError(
+                f"{path}: line {lineno} is not a validation record ({line[:40]!r}); the file "
+                "is damaged: delete that line (the run then resumes) or use a new --workdir"
+            )
+        if step <= max_step:
+            keep.append(line)
     config_lib.write_text_atomic(path, "".join(ln + "\n" for ln in keep))
 
 

@@ -279,6 +279,49 @@ def test_a_second_training_in_a_busy_workdir_is_refused(tmp_path, monkeypatch):
     assert (workdir / ".lock").read_text().startswith(f"pid {os.getpid()} on ")
 
 
+def test_crash_while_appending_to_metrics_jsonl_then_resume(straight, tmp_path, monkeypatch):
+    """A run killed while appending epoch 2's validation line leaves a cut-off last line (the
+    line is written before epoch 2's checkpoint, so latest is still epoch 1's): the resume
+    drops it and redoes epoch 2, identical to the uninterrupted run."""
+    reference, _, _ = straight
+    real = train._write_scalars
+
+    def crash_after_writing_step_8(tb, split, metrics, step):
+        if step == 2 * STEPS_PER_EPOCH:
+            raise RuntimeError("simulated crash")
+        return real(tb, split, metrics, step)
+
+    monkeypatch.setattr(train, "_write_scalars", crash_after_writing_step_8)
+    workdir = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train.train_and_evaluate(tiny_config(), workdir)
+    monkeypatch.undo()
+    assert _latest_state(workdir)[2]["step"] == STEPS_PER_EPOCH
+    log = workdir / "metrics.jsonl"
+    first, second = log.read_text().splitlines()
+    log.write_text(first + "\n" + second[:30])  # the kill came mid-write
+    train.train_and_evaluate(tiny_config(), workdir)
+    assert_same_run(reference, workdir)
+
+
+def test_metrics_jsonl_damage_other_than_a_cut_off_last_line(tmp_path, caplog):
+    log = tmp_path / "metrics.jsonl"
+    a, b = json.dumps(dict(step=4, epoch=1)), json.dumps(dict(step=8, epoch=2))
+    log.write_text(a + "\n" + b + "\n")
+    train._truncate_jsonl(log, 4)  # a complete line after the checkpoint: dropped
+    assert log.read_text() == a + "\n"
+    log.write_text(a + "\n" + b + "\n" + '{"step": 12, "ep')
+    with caplog.at_level("WARNING"):
+        train._truncate_jsonl(log, 12)
+    assert log.read_text() == a + "\n" + b + "\n"
+    assert "incomplete last line 3" in caplog.text
+    for damaged in (a + "\n" + '{"step": 8, "ep\n' + b + "\n", a + "\n" + b + "\n{oops}\n"):
+        log.write_text(damaged)
+        with pytest.raises(CheckpointError, match=re.escape(f"{log}: line ")):
+            train._truncate_jsonl(log, 12)
+        assert log.read_text() == damaged  # left as it was
+
+
 @pytest.mark.parametrize("content", [b'{"model": {"hidden": 6', b"[1, 2]", b"\xff\xfe{}"])
 def test_damaged_config_json_is_a_config_error(tmp_path, content):
     (tmp_path / "config.json").write_bytes(content)
