@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 
 from posrec import config_lib, sweep
 from posrec.cli import report_errors
@@ -114,17 +114,28 @@ def wall_seconds(workdir: Path) -> float | None:
     """Wall seconds of every attempt of a run, or None if none is known.
 
     Attempts that ended while the sweep ran are in `attempts.jsonl`. An attempt killed
-    together with the sweep (a machine or session that went away) has no line there; it is
-    timed from its `=== posrec.sweep <start>` header in `train.log` to its last timestamped
-    (absl) log line: a lower bound, short by at most one progress interval.
+    together with the sweep (a machine or session that went away) has no line there, or a
+    cut-off one (skipped with a warning); it is timed from its `=== posrec.sweep <start>`
+    header in `train.log` to its last timestamped (absl) log line: a lower bound, short by at
+    most one progress interval.
     """
     recorded: dict[str, float] = {}
     path = workdir / "attempts.jsonl"
-    if path.exists():
-        for line in path.read_text().splitlines():
-            if line.strip():
-                x = json.loads(line)
-                recorded[x["started"]] = recorded.get(x["started"], 0.0) + x["seconds"]
+    lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            x = json.loads(line)
+            started, seconds = str(x["started"]), float(x["seconds"])
+        except (ValueError, KeyError, TypeError):
+            # A sweep killed while appending leaves a cut-off line (and the next sweep's line
+            # may follow on it). Skipped, the attempt is timed from train.log like one that
+            # was never recorded.
+            logging.warning("%s: line %d is not an attempt record (%r); skipped, that "
+                            "attempt is timed from train.log", path, lineno, line[:60])
+            continue
+        recorded[started] = recorded.get(started, 0.0) + seconds
     seconds = list(recorded.values())
     log = workdir / "train.log"
     start = last = None  # of the unrecorded attempt being read

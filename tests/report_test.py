@@ -273,3 +273,29 @@ def test_wall_seconds_counts_attempts_killed_with_the_sweep(tmp_path):
     assert report.wall_seconds(tmp_path) == 3000.0 + 90.0
     (tmp_path / "train.log").unlink()
     assert report.wall_seconds(tmp_path) is None
+
+
+def test_wall_seconds_skips_a_cut_off_attempts_line(tmp_path, caplog):
+    """A sweep killed while appending to attempts.jsonl leaves a cut-off last line; the next
+    sweep may append its own record right after it, on the same line. Such lines are skipped
+    with a warning and their attempts timed from train.log, as if never recorded."""
+    first = json.dumps(dict(started="2026-05-01T10:00:00", seconds=100.0, returncode=0))
+    second = json.dumps(dict(started="2026-05-01T11:00:00", seconds=600.0, returncode=75))
+    third = json.dumps(dict(started="2026-05-01T12:00:00", seconds=5.0, returncode=0))
+    (tmp_path / "train.log").write_text("\n".join([
+        "=== posrec.sweep 2026-05-01T10:00:00: python -m posrec.main ...",
+        "I0501 10:01:00.0 1 train.py:1] step 1",
+        "=== posrec.sweep 2026-05-01T11:00:00: python -m posrec.main ...",
+        "I0501 11:09:00.0 1 train.py:1] step 9",  # timed from the log: 540 s
+        "=== posrec.sweep 2026-05-01T12:00:00: python -m posrec.main ...",
+        "I0501 12:00:04.0 1 train.py:1] step 1",  # timed from the log: 4 s
+    ]) + "\n")
+    path = tmp_path / "attempts.jsonl"
+    path.write_text(first + "\n" + second[:25])
+    with caplog.at_level("WARNING"):
+        assert report.wall_seconds(tmp_path) == 100.0 + 540.0 + 4.0
+    assert f"{path}: line 2 is not an attempt record" in caplog.text
+    path.write_text(first + "\n" + second[:25] + third + "\n")  # a later sweep appended
+    assert report.wall_seconds(tmp_path) == 100.0 + 540.0 + 4.0
+    path.write_text(first + "\n" + second + "\n" + third + "\n")
+    assert report.wall_seconds(tmp_path) == 100.0 + 600.0 + 5.0
