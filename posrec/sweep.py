@@ -397,6 +397,12 @@ def check_root(sweep: Sweep, root: Path, extend: bool = False) -> dict[str, Any]
     root = Path(root)
     manifest = dict(sweep=sweep.name, file=sweep.path, digest=sweep.digest, grid=sweep.grid,
                     runs=[r.spec() for r in sweep.runs])  # a list: keeps the grid's order
+    existing = next((p for p in (root, *root.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise ConfigError(
+            f"--root={root}: {existing} is a file, not a directory; pass a sweep root "
+            "directory (a new one is created)"
+        )
     old = read_manifest(root)
     if old is None:
         if root.exists() and any(p.name != LOCK for p in root.iterdir()):

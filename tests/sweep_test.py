@@ -271,6 +271,17 @@ def test_foreign_or_corrupt_root_is_refused(tmp_path):
         sweep.run_sweep(write_sweep(tmp_path), root, dry_run=True)
 
 
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_root_that_is_a_file_is_refused(tmp_path, dry_run):
+    root = tmp_path / "root"
+    root.write_text("not a directory")
+    with pytest.raises(ConfigError, match=f"--root={root}: {root} is a file, not a directory"):
+        sweep.run_sweep(write_sweep(tmp_path), root, dry_run=dry_run)
+    with pytest.raises(ConfigError, match=f"--root={root}/sub: {root} is a file"):
+        sweep.run_sweep(write_sweep(tmp_path), root / "sub", dry_run=dry_run)
+    assert root.read_text() == "not a directory"
+
+
 def test_a_second_sweep_process_on_the_same_root_is_refused(tmp_path):
     root = make_root(tmp_path)
     with open(root / sweep.LOCK, "a+") as held:
