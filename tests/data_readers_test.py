@@ -2,6 +2,8 @@
 
 import gzip
 import io
+import re
+import subprocess
 import time
 import warnings
 import zipfile
@@ -10,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from posrec.data import sources
 from posrec.data.readers import Interactions, check_duplicates, read_csv, read_ml1m
 from posrec.errors import DataError
 
@@ -191,6 +194,36 @@ def test_old_numpy_float_parsing_of_integers_is_not_trusted(tmp_path, monkeypatc
 def test_tab_file_read_as_csv(tmp_path):
     msg = _err(tmp_path, "user_id\titem_id\ttimestamp\n1\t2\t3\n")
     assert "looks tab-separated" in msg
+    # No config key sets a delimiter: the hint says how to convert the file instead.
+    assert "delimiter=" not in msg
+    assert "comma-separated fields are expected: convert it, e.g. `tr '\\t' ','" in msg
+
+
+def test_wrong_delimiter_hints_name_a_working_fix(tmp_path):
+    p = _write(tmp_path, "bad.csv", "user_id,item_id,timestamp\n1::2::3\n")
+    with pytest.raises(DataError) as e:
+        read_csv(p)
+    assert "sed 's/::/,/g'" in str(e.value) and "--config.data.name=ml-1m" in str(e.value)
+    # The hint's command really makes a file read_csv accepts.
+    for text, sep in (("user_id\titem_id\ttimestamp\n1\t2\t3\n", "\t"),
+                      ("user_id;item_id;timestamp\n1;2;3\n", ";"),
+                      ("user_id item_id  timestamp\n1 2   3\n", " ")):
+        bad = _write(tmp_path, "in.txt", text)
+        with pytest.raises(DataError) as e:
+            read_csv(bad)
+        cmd = re.search(r"e\.g\. `(.*) < FILE > FILE\.csv`", str(e.value))[1]
+        out = tmp_path / "out.csv"
+        subprocess.run(f"{cmd} < {bad} > {out}", shell=True, check=True)
+        x = read_csv(out)
+        assert (x.user.tolist(), x.item.tolist(), x.time.tolist()) == ([1], [2], [3]), sep
+    # A raw format with its own separator (ml-100k is tab-separated) gets no CSV advice.
+    u = _write(tmp_path, "u.data", "196\t242\t3\t881250949\n186,302,3,891717742\n")
+    with pytest.raises(DataError) as e:
+        sources.read_ml100k(u, sources.ReadOptions())
+    assert str(e.value) == (
+        f"{u}: line 2: 1 field(s) where the header has 4; the file looks comma-separated, but "
+        "tab-separated fields are expected: is this the right file for this format?"
+    )
 
 
 def test_semicolon_file_read_as_csv(tmp_path):

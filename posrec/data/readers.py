@@ -146,14 +146,36 @@ def _decode(data: bytes, path: Path, member: str = "") -> str:
 # Parsing
 
 
+_SEPARATOR_NAMES = {
+    ",": "comma", "\t": "tab", ";": "semicolon", "::": "'::'", "|": "pipe", " ": "whitespace",
+}
+# A shell command that turns a file separated by the key into a CSV.
+_TO_CSV = {
+    "\t": "tr '\\t' ','", ";": "tr ';' ','", "|": "tr '|' ','", "::": "sed 's/::/,/g'",
+    " ": "awk -v OFS=, '{$1=$1} 1'",
+}
+
+
 def _guess_delimiter(line: str, delimiter: str) -> str:
-    """A hint naming the delimiter a line seems to use instead of `delimiter` ('' if none)."""
-    for cand, name in (("\t", "tab"), (";", "semicolon"), ("::", "'::'"), ("|", "pipe")):
-        if cand != delimiter and cand in line:
-            return f"; the file looks {name}-separated, pass delimiter={cand!r}"
-    if delimiter != " " and len(line.split()) > 1:
-        return "; the file looks whitespace-separated, pass delimiter=' '"
-    return ""
+    """A hint naming the delimiter a line seems to use instead of `delimiter` ('' if none).
+
+    No config key sets a delimiter (data files are CSVs, raw formats have their own), so the
+    hint says how to convert a CSV-to-be, or that the file is not in the expected format.
+    """
+    found = next((c for c in ("\t", ";", "::", "|", ",") if c != delimiter and c in line),
+                 None)
+    if found is None and delimiter != " " and len(line.split()) > 1:
+        found = " "
+    if found is None:
+        return ""
+    want = _SEPARATOR_NAMES.get(delimiter, repr(delimiter))
+    hint = f"; the file looks {_SEPARATOR_NAMES[found]}-separated, but {want}-separated fields "
+    if delimiter != ",":
+        return hint + "are expected: is this the right file for this format?"
+    hint += f"are expected: convert it, e.g. `{_TO_CSV[found]} < FILE > FILE.csv`"
+    if found == "::":
+        hint += " (MovieLens ratings.dat is read as it is with --config.data.name=ml-1m)"
+    return hint
 
 
 def _split_fields(line: str, delimiter: str) -> list[str]:
