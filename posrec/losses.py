@@ -342,7 +342,8 @@ def sampled_bce(
 
     The negative is drawn uniformly from the catalog minus the target (not minus the whole
     history, which SASRec does with a Python loop; the difference is negligible for large
-    catalogs and keeps the step jit-friendly). `rng` is one key, or [B] keys (one per row).
+    catalogs and keeps the step jit-friendly). `rng` is one typed key (`jax.random.key`),
+    or [B] typed keys (one per row).
     """
     return _masked_mean(_sampled_bce_per_position(hidden_BxTxC, table_NxC, targets_BxT, rng),
                         targets_BxT)
@@ -353,6 +354,8 @@ def _sampled_bce_per_position(
 ) -> Array:
     B, T = targets_BxT.shape
     num_items = table_NxC.shape[0] - 1
+    if not jnp.issubdtype(rng.dtype, jax.dtypes.prng_key):  # a raw uint32 key's shape is (2,)
+        raise TypeError(f"sampled BCE needs typed keys (jax.random.key), got {rng.dtype}")
     keys_B = rng if rng.ndim == 1 else jax.random.split(rng, B)
     neg_BxT = jax.vmap(lambda k: jax.random.randint(k, (T,), 1, num_items))(keys_B)  # 1..N-1
     neg_BxT = jnp.where(neg_BxT >= targets_BxT, neg_BxT + 1, neg_BxT)  # skip the target

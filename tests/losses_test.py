@@ -1,6 +1,7 @@
 """Losses against numpy references."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -110,3 +111,13 @@ def test_fused_ce_rows_bounds_chunk_memory():
     assert losses.fused_ce_rows(1_000_000) == 64
     assert losses.fused_ce_rows(10**9) == 8
     assert losses.fused_ce_rows(1_000_000) * 1_000_000 <= losses.FUSED_CE_MAX_LOGITS
+
+
+def test_sampled_bce_refuses_raw_uint32_keys():
+    """A legacy PRNGKey (uint32, shape (2,)) would pass for two per-row keys: refused."""
+    hidden = jnp.ones((3, 2, 4))
+    table = jnp.ones((10, 4))
+    targets = jnp.ones((3, 2), jnp.int32)
+    with pytest.raises(TypeError, match="typed keys"):
+        losses.sampled_bce(hidden, table, targets, jax.random.PRNGKey(0))
+    assert np.isfinite(float(losses.sampled_bce(hidden, table, targets, jax.random.key(0))[0]))

@@ -116,7 +116,8 @@ class CausalSelfAttention(nn.Module):
 
     num_heads: int
     dropout_rate: float
-    kernel_attention: Callable | None = None  # (q, k, v, mask, dropout) -> out, from kernel.py
+    # (q, k, v, mask, valid, dropout, bias, last_only=) -> out: kernel.py's kernel_attention
+    kernel_attention: Callable | None = None
     rotate_qk: Callable | None = None  # (q, k) -> (q, k), e.g. RoPE
     bias_HxTxT: Array | None = None  # additive logit bias, e.g. ALiBi or learned bias
     dtype: jnp.dtype = jnp.float32  # compute dtype of the projections (model.dtype)

@@ -40,7 +40,8 @@ with H = num_heads if `cfg.per_head` else 1 (then broadcast over heads):
     the first T offsets.
   * ``decay``: a Toeplitz kernel with 3 parameters per head (our addition, not in the paper):
     c_0 = w (the diagonal) and c_d = a · γ^d for offsets d ≥ 1, with γ = sigmoid(θ) ∈ (0, 1).
-    Defined for any offset, so it extrapolates to any length. Identity init is w = 1, a = 0
+    Defined for any offset, so its parameters fit a model of any max_len (a PositionalKernel
+    built with a longer max_len continues the short one exactly). Identity init is w = 1, a = 0
     (exact), θ = logit(0.9) (a slow decay, half-life ≈ 6.6 positions, once a moves off 0).
     Parameters are named `<f>_decay_diag`, `<f>_decay_amp`, `<f>_decay_logit`.
 
