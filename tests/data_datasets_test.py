@@ -9,6 +9,7 @@ import gzip
 import hashlib
 import http.server
 import json
+import os
 import re
 import sys
 import threading
@@ -347,6 +348,29 @@ def test_zvuk_parquet_zip_and_string_users(tmp_path, cache):
     s = tmp_path / "s.parquet"
     pq.write_table(_zvuk_table(pa, pa.array(["b", "b", "a", "b", "a"])), s)
     assert sources.read_zvuk(s, OPTS).user.tolist() == [1, 1, 0, 1, 0]
+
+
+def test_two_extractions_of_one_member_at_once_both_succeed(tmp_path, cache, monkeypatch):
+    """Runs of a parallel sweep extracting the same zip member at the same time: here a
+    second extraction runs to the end while the first is about to publish its copy. Each
+    writes a temp file of its own, so both succeed and the member is intact."""
+    z = tmp_path / "zvuk-dataset.zip"
+    payload = bytes(range(256)) * 5000
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.writestr("zvuk-interactions.parquet", payload)
+    real_replace = os.replace
+    nested = []
+
+    def replace_after_another_extraction(src, dst):
+        if not nested:
+            nested.append(None)  # the nested extraction publishes without interruption
+            nested[0] = sources._extracted(z, "zvuk-interactions.parquet", "zvuk")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(sources.os, "replace", replace_after_another_extraction)
+    out = sources._extracted(z, "zvuk-interactions.parquet", "zvuk")
+    assert out == nested[0] and out.read_bytes() == payload
+    assert sorted(p.name for p in out.parent.iterdir()) == [out.name]  # no temp file left
 
 
 def test_parquet_errors(tmp_path, monkeypatch):

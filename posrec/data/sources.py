@@ -25,6 +25,7 @@ import dataclasses
 import json
 import os
 import re
+import tempfile
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable
@@ -670,9 +671,12 @@ def _extracted(path: Path, member: str, fmt: str) -> Path:
             if out.exists() and out.stat().st_size == info.file_size:
                 return out
             out_dir.mkdir(parents=True, exist_ok=True)
-            tmp = out.with_name(f".{member}.part")
+            # A temp file of its own: runs of a parallel sweep may extract at the same time;
+            # each publishes a complete (CRC-checked by zipfile) copy, the last one stays.
+            fd, tmp_name = tempfile.mkstemp(dir=out_dir, prefix=f".{member}.", suffix=".part")
+            tmp = Path(tmp_name)
             try:
-                with zf.open(info) as src, open(tmp, "wb") as dst:
+                with zf.open(info) as src, os.fdopen(fd, "wb") as dst:
                     while chunk := src.read(1 << 20):
                         dst.write(chunk)
                 os.replace(tmp, out)
