@@ -11,8 +11,8 @@
 Data after the 5-core filter: 6,040 users, 3,416 items, 999,611 interactions.
 Default model: the paper's best ablation (Toeplitz U, Full L, layer-wise, no additive PE).
 Expected test NDCG@10 (RESULTS.md, 2-CPU runs, full ranking): after 15 epochs
-(length-bucketed batches) 0.1542 ± 0.0016 for this default kernel model vs 0.1423 ± 0.0002
-for absolute PE (`--config.model.positional=absolute`), seeds 0 and 1 (seed 0 alone: 0.1553
+(length-bucketed batches) 0.1555 ± 0.0025 for this default kernel model vs 0.1426 ± 0.0005
+for absolute PE (`--config.model.positional=absolute`), seeds 0-2 (seed 0 alone: 0.1553
 and 0.1422); absolute PE after 20 epochs (unbucketed, seed 0) 0.1572.
 Runs to early stopping have not been measured yet; the published SASRec+ (absolute PE, CE,
 T=200, d=64, 2 blocks, trained to early stopping) is NDCG@10 0.1821 / HR@10 0.3152.
