@@ -252,6 +252,13 @@ def _train_and_evaluate(
         )
         logging.info("resumed from step %d (epoch %d, after batch %d of %d)", state.step,
                      meta["epoch"] + 1, meta["step_in_epoch"], batches.steps_per_epoch())
+    # A best checkpoint newer than the restored state belongs to an abandoned timeline (a
+    # crash between saving best and latest): this run's validation never chose it, and the
+    # final test would restore it as the newest. An exact replay saves it again.
+    for stale in [s for s in best.all_steps() if s > int(state.step)]:
+        logging.warning("removing best checkpoint %d, newer than the resumed step %d",
+                        stale, int(state.step))
+        best.delete(stale)
     if primary:
         save_id_maps(seqs, workdir)  # only now: a refused resume must not overwrite the maps
         _truncate_jsonl(workdir / "metrics.jsonl", int(state.step))

@@ -333,6 +333,27 @@ def test_damaged_config_json_is_a_config_error(tmp_path, content):
         config_lib.save_or_check(tiny_config(), tmp_path)  # what a resumed training calls
 
 
+def test_a_best_checkpoint_newer_than_the_resumed_step_is_discarded(straight, tmp_path,
+                                                                     monkeypatch):
+    """A crash between saving `best` and `latest` leaves a best step the resumed run never
+    chose (here: a foreign best at step 99, after an interruption at step 5). The resume
+    removes it, and the run ends as the uninterrupted one, testing its own best."""
+    reference, ref_results, _ = straight
+    workdir = tmp_path / "run"
+    signal_after_step(monkeypatch, {5: signal.SIGTERM})
+    with pytest.raises(Interrupted):
+        train.train_and_evaluate(tiny_config(), workdir)
+    monkeypatch.undo()
+    params, opt_state, meta = _latest_state(workdir)
+    foreign = jax.tree.map(lambda x: x + 1.0, params)
+    checkpoint.save(checkpoint.manager(workdir, "best"), 99, foreign, opt_state,
+                    dict(meta, step=99))
+    results = train.train_and_evaluate(tiny_config(), workdir)
+    assert 99 not in checkpoint.manager(workdir, "best").all_steps()
+    assert results["best_step"] == ref_results["best_step"]
+    assert_same_run(reference, workdir)
+
+
 def test_signal_at_a_checkpoint_every_step_saves_it_once(tmp_path, monkeypatch):
     """SIGTERM right after step 6 with train.checkpoint_every=3: the periodic save of step 6
     is the interruption's checkpoint; no step is written twice (a rewrite deletes the step
