@@ -138,7 +138,7 @@ ML20M_HEADER = "userId,movieId,rating,timestamp\n1,2,3.5,1112486027\n"
     ("1,2147483648,3.5,1112484676", "line 3, column 'movieId': id 2147483648 is beyond"),
     ("1,29,3.5,1112484676.5", "line 3, column 'timestamp': timestamp '1112484676.5' is not"),
     ("1,29,3.5,nan", "line 3, column 'timestamp': timestamp is 'nan'"),
-    ("1,29,3.5,1112484676,7", "line 3: 5 field(s) where the header has 4"),
+    ("1,29,3.5,1112484676,7", "line 3: 5 field(s) where 4 are expected"),
     ("1,29,3.5,99999999999999999999", "line 3, column 'timestamp': '99999999999999999999'"),
 ])
 def test_ml20m_rows_are_checked_like_every_csv(tmp_path, row, message):

@@ -221,7 +221,7 @@ def test_wrong_delimiter_hints_name_a_working_fix(tmp_path):
     with pytest.raises(DataError) as e:
         sources.read_ml100k(u, sources.ReadOptions())
     assert str(e.value) == (
-        f"{u}: line 2: 1 field(s) where the header has 4; the file looks comma-separated, but "
+        f"{u}: line 2: 1 field(s) where 4 are expected; the file looks comma-separated, but "
         "tab-separated fields are expected: is this the right file for this format?"
     )
 

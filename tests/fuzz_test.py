@@ -64,8 +64,8 @@ BAD_TIME = st.one_of(
 )
 KINDS = {  # kind -> what the message must say
     "missing_column": "missing column",
-    "extra_field": r"field\(s\) where the header has",
-    "missing_field": r"field\(s\) where the header has",
+    "extra_field": r"field\(s\) where \d+ are expected",
+    "missing_field": r"field\(s\) where \d+ are expected",
     "non_integer_id": "is not an integer id",
     "negative_id": "is negative",
     "id_beyond_int32": "beyond the int32 range",

@@ -251,8 +251,8 @@ def _slow_parse(
         if len(fields) != ncols:
             hint = _guess_delimiter(line, delimiter) if len(fields) == 1 else ""
             raise DataError(
-                f"{path}: line {lineno}: {len(fields)} field(s) where the header has {ncols}"
-                f"{hint or '; every row needs one value per header column'}"
+                f"{path}: line {lineno}: {len(fields)} field(s) where {ncols} are expected"
+                f"{hint or '; every row needs one value per column'}"
             )
         row = []
         for j, (c, name) in enumerate(zip(cols, names, strict=True)):
