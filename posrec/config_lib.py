@@ -324,14 +324,14 @@ def flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write via a synced temp file of its own and rename, so readers never see a partial
-    file, even after a crash or with two writers."""
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Write text or bytes via a synced temp file of its own and rename, so readers never
+    see a partial file, even after a crash or with two writers."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -369,7 +369,7 @@ def exclusive_lock(path: Path, holder: str) -> Iterator[None]:
 
 
 def write_json_atomic(path: Path, obj) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    write_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def save_or_check(config: ml_collections.ConfigDict, workdir: Path, write: bool = True) -> None:

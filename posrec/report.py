@@ -473,7 +473,7 @@ def write(summary: dict[str, Any], out: Path) -> list[Path]:
     }
     paths = []
     for name, text in files.items():
-        config_lib.write_text_atomic(out / name, text)
+        config_lib.write_atomic(out / name, text)
         paths.append(out / name)
     return paths
 

@@ -162,7 +162,7 @@ def _truncate_jsonl(path: Path, max_step: int) -> None:
             )
         if step <= max_step:
             keep.append(line)
-    config_lib.write_text_atomic(path, "".join(ln + "\n" for ln in keep))
+    config_lib.write_atomic(path, "".join(ln + "\n" for ln in keep))
 
 
 LOCK = ".lock"  # in the workdir: held while a process trains there

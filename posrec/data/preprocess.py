@@ -17,13 +17,14 @@ Order of operations (fixed, so results are reproducible and comparable):
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from posrec import config_lib
 from posrec.data.readers import Interactions
 from posrec.errors import DataError
 
@@ -156,17 +157,9 @@ def preprocess(
 
 
 def _atomic_save_npy(path: Path, arr: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, arr, allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    config_lib.write_atomic(path, buf.getvalue())
 
 
 def save_id_maps(seqs: Sequences, directory: str | os.PathLike) -> None:
@@ -181,10 +174,7 @@ def save_id_maps(seqs: Sequences, directory: str | os.PathLike) -> None:
     _atomic_save_npy(d / "item_ids.npy", np.asarray(seqs.raw_item, np.int64))
     _atomic_save_npy(d / "user_ids.npy", np.asarray(seqs.raw_user, np.int64))
     meta = {"num_items": int(seqs.num_items), "num_users": int(seqs.num_users)}
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".id_maps.json.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(meta, f)
-    os.replace(tmp, d / "id_maps.json")
+    config_lib.write_atomic(d / "id_maps.json", json.dumps(meta))
 
 
 def load_id_maps(directory: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
