@@ -1,5 +1,7 @@
 """Shared, opt-in test fixtures."""
 
+from pathlib import Path
+
 import jax
 import pytest
 from jax.experimental.compilation_cache import compilation_cache
@@ -36,3 +38,19 @@ def jax_compile_cache(jax_cache_dir):
     for name, value in previous.items():
         jax.config.update(name, value)
     compilation_cache.reset_cache()
+
+
+@pytest.fixture
+def make_unreadable(monkeypatch):
+    """make_unreadable(path): opening `path` raises what the OS answers for a file without
+    read permission (chmod does not stop root, which the tests may run as)."""
+    real_open = Path.open
+    denied = set()
+
+    def refuse(self, *args, **kw):
+        if self in denied:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_open(self, *args, **kw)
+
+    monkeypatch.setattr(Path, "open", refuse)
+    return denied.add

@@ -190,17 +190,10 @@ def test_zip_member_that_is_not_utf8_is_named(tmp_path, fmt, member, header):
 
 
 @pytest.mark.parametrize("fmt", ["ml-20m", "ml-100k", "hetrec-lastfm", "zvuk"])
-def test_zip_or_text_readers_refuse_an_unreadable_file(tmp_path, monkeypatch, fmt):
+def test_zip_or_text_readers_refuse_an_unreadable_file(tmp_path, make_unreadable, fmt):
     path = tmp_path / "data.bin"
     path.write_bytes(b"PK\x03\x04")
-    real_open = Path.open
-
-    def refuse(self, *args, **kw):  # what the OS answers for a file without read permission
-        if self == path:
-            raise PermissionError(13, "Permission denied", str(self))
-        return real_open(self, *args, **kw)
-
-    monkeypatch.setattr(Path, "open", refuse)
+    make_unreadable(path)
     with pytest.raises(DataError, match=f"{path}: cannot read file .*Permission denied"):
         sources.FORMATS[fmt].reader(path, OPTS)
 

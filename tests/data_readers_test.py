@@ -283,20 +283,13 @@ def test_read_ml1m_errors(tmp_path):
         read_ml1m(tmp_path / "missing.zip")
 
 
-def test_read_ml1m_directory_or_unreadable_file(tmp_path, monkeypatch):
+def test_read_ml1m_directory_or_unreadable_file(tmp_path, make_unreadable):
     d = tmp_path / "ml-1m"
     d.mkdir()
     with pytest.raises(DataError, match=f"{d}: is a directory, expected a data file"):
         read_ml1m(d)
     dat = _write(tmp_path, "ratings.dat", RATINGS)
-    real_open = Path.open
-
-    def refuse(self, *args, **kw):  # what the OS answers for a file without read permission
-        if self == dat:
-            raise PermissionError(13, "Permission denied", str(self))
-        return real_open(self, *args, **kw)
-
-    monkeypatch.setattr(Path, "open", refuse)
+    make_unreadable(dat)
     with pytest.raises(DataError, match=f"{dat}: cannot read file .*Permission denied"):
         read_ml1m(dat)
 
