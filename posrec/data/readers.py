@@ -73,12 +73,7 @@ class Interactions:
 
 def _read_bytes(path: Path) -> bytes:
     """Returns the file's bytes, transparently gunzipped when it starts with the gzip magic."""
-    if not path.exists():
-        raise DataError(
-            f"{path}: file not found; check the path (e.g. --config.data.path=/path/to/file)"
-        )
-    if path.is_dir():
-        raise DataError(f"{path}: is a directory, expected a data file")
+    _check_data_file(path, "check the path (e.g. --config.data.path=/path/to/file)")
     try:
         data = path.read_bytes()
     except OSError as e:
@@ -103,6 +98,14 @@ def _read_bytes(path: Path) -> bytes:
     return data
 
 
+def _check_data_file(path: Path, not_found: str) -> None:
+    """DataError unless `path` exists and is not a directory (`not_found`: the fix to name)."""
+    if not path.exists():
+        raise DataError(f"{path}: file not found; {not_found}")
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, expected a data file")
+
+
 def _file_head(path: Path, not_found: str) -> bytes:
     """The first 4 bytes of the data file `path` (enough for the zip or gzip magic).
 
@@ -110,11 +113,8 @@ def _file_head(path: Path, not_found: str) -> bytes:
         DataError: the file is missing (the message ends with `not_found`, the fix), is a
             directory, or cannot be read (permissions, I/O error).
     """
+    _check_data_file(path, not_found)
     try:
-        if not path.exists():
-            raise DataError(f"{path}: file not found; {not_found}")
-        if path.is_dir():
-            raise DataError(f"{path}: is a directory, expected a data file")
         with path.open("rb") as f:
             return f.read(4)
     except OSError as e:
