@@ -13,7 +13,10 @@ runs trained in parallel share the CPUs).
 Significance: per-user test NDCG@10 (from `per_user_test.npz`), averaged over each variant's
 seeds, is compared user by user with the baseline's by a paired t-test and a Wilcoxon
 signed-rank test, both two-sided with the normal approximation (every data set here has
-hundreds to tens of thousands of users). Seed-to-seed variation is shown by the std column.
+hundreds to tens of thousands of users). These see the users' variation, not the seeds':
+whether a gain survives retraining is asked by Welch's t-test over the per-seed test
+NDCG@10 of the two variants (`p (seeds)`, Student's t; it needs 2 seeds on each side, and
+with 3 it can only find large, consistent effects).
 
 Writes into --out (default ROOT/report): `report.md`, `results.csv` (one row per data set and
 variant), `hparams.csv` (every hyperparameter combination with its validation score) and
@@ -95,6 +98,62 @@ def wilcoxon(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
         return float("nan"), 1.0
     z = (w_plus - n * (n + 1) / 4.0) / math.sqrt(var)
     return z, _two_sided_normal_p(z)
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    """Regularized incomplete beta I_x(a, b) by its continued fraction (modified Lentz).
+
+    The fraction converges fast for x < (a + 1) / (a + b + 2); otherwise the symmetry
+    I_x(a, b) = 1 - I_{1-x}(b, a) is used.
+    """
+    if x <= 0.0 or x >= 1.0:
+        return float(x >= 1.0)
+    if x > (a + 1.0) / (a + b + 2.0):
+        return 1.0 - _betainc(b, a, 1.0 - x)
+    log_front = (math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
+                 + a * math.log(x) + b * math.log1p(-x))
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    frac = d
+    for m in range(1, 500):
+        for num in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                    -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+            d = 1.0 + num * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + num / c
+            c = c if abs(c) > tiny else tiny
+            frac *= c * d
+        if abs(c * d - 1.0) < 1e-15:
+            break
+    return math.exp(log_front) * frac / a
+
+
+def student_t_p(t: float, df: float) -> float:
+    """Two-sided p of Student's t with df (> 0, not necessarily whole) degrees of freedom:
+    P(|T| >= |t|) = I_{df / (df + t^2)}(df / 2, 1 / 2)."""
+    if math.isnan(t):
+        return 1.0
+    return _betainc(df / 2.0, 0.5, df / (df + t * t)) if math.isfinite(t) else 0.0
+
+
+def welch_t(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
+    """(t, df, two-sided p) of Welch's unequal-variance t-test of mean(a) vs mean(b).
+
+    Used over seeds: a [n_a] and b [n_b] are one test metric per seed of two variants (seeds
+    of different variants are not paired). df is Welch-Satterthwaite's; p is from Student's
+    t, not the normal, because n is 2-5 here. Fewer than 2 values on a side, or no variance
+    on either side, give (nan, nan, nan): the test needs each side's spread.
+    """
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if len(a) < 2 or len(b) < 2:
+        return float("nan"), float("nan"), float("nan")
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    if va + vb == 0:
+        return float("nan"), float("nan"), float("nan")
+    t = float((a.mean() - b.mean()) / math.sqrt(va + vb))
+    df = float((va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1)))
+    return t, df, student_t_p(t, df)
 
 
 def ndcg_per_user(rank_U: np.ndarray, k: int = TEST_ON) -> np.ndarray:
@@ -304,6 +363,8 @@ def _compare(root: Path, row: dict[str, Any], base: dict[str, Any], runs, base_r
         row[m + "_rel"] = (row[m] - b) / b if b else float("nan")
     if runs is base_runs:
         return
+    row["t_seeds"], row["df_seeds"], row["p_seeds"] = welch_t(
+        *([r["results"]["test"][SELECT_ON] for r in rs] for rs in (runs, base_runs)))
     users_b, base_u = _per_user(root, base_runs)
     users_v, var_u = _per_user(root, runs)
     users = np.intersect1d(users_b, users_v)
@@ -387,11 +448,12 @@ def markdown(summary: dict[str, Any]) -> str:
              "Full-ranking test metrics (mean ± std over seeds) of each variant's "
              "hyperparameters with the best mean validation NDCG@10. Δ: relative change of the "
              f"mean vs `{base}`; p: paired tests over users of seed-averaged test NDCG@10 vs "
-             f"`{base}` (t-test, Wilcoxon signed-rank; normal approximation).\n"]
+             f"`{base}` (t-test, Wilcoxon signed-rank; normal approximation); p (seeds): Welch's "
+             "t-test over the per-seed test NDCG@10 (Student's t; needs 2 seeds a side).\n"]
     datasets = list(dict.fromkeys(r["dataset"] for r in summary["rows"]))
     header = ["variant", "hparams", "seeds", "epochs", "wall (min)",
               *[m.upper() for m in METRICS],
-              "Δ NDCG@10", "Δ HR@10", "p (t)", "p (Wilcoxon)"]
+              "Δ NDCG@10", "Δ HR@10", "p (t)", "p (Wilcoxon)", "p (seeds)"]
     for ds in datasets:
         lines = []
         for r in (r for r in summary["rows"] if r["dataset"] == ds):
@@ -408,7 +470,7 @@ def markdown(summary: dict[str, Any]) -> str:
                 *[_pm(r, m) for m in METRICS],
                 "baseline" if is_base else _rel(r.get("ndcg@10_rel")),
                 "baseline" if is_base else _rel(r.get("hr@10_rel")),
-                _p(r.get("p_t")), _p(r.get("p_wilcoxon")),
+                _p(r.get("p_t")), _p(r.get("p_wilcoxon")), _p(r.get("p_seeds")),
             ])
         parts.append(f"## {ds}\n\n" + _table(header, lines))
         if not any(r["dataset"] == ds and r["variant"] == base and r["seeds"]
@@ -459,7 +521,8 @@ def write(summary: dict[str, Any], out: Path) -> list[Path]:
                    for c in (m, m + "_std", m + "_rel")]
     result_cols = ["dataset", "variant", "hparams", "seeds", "seeds_expected", "grid_done",
                    "grid", "epochs", "wall_seconds", "valid_ndcg10", *metric_cols, "n_users",
-                   "t", "p_t", "z_wilcoxon", "p_wilcoxon"]
+                   "t", "p_t", "z_wilcoxon", "p_wilcoxon",
+                   "t_seeds", "df_seeds", "p_seeds"]
     run_rows = [dict(r, **({f"test_{m}": r["results"]["test"].get(m) for m in METRICS}
                            if r["results"] else {})) for r in summary["runs"]]
     files = {

@@ -153,6 +153,29 @@ def test_paired_tests_pool_seeds_per_user(root_truth):
     assert "p_t" not in rows[("d1", "absolute")]
 
 
+def test_seed_level_welch_test(root_truth):
+    """p (seeds) compares the chosen runs' per-seed test NDCG@10, unpaired, with Welch."""
+    root, truth = root_truth
+    rows = {(r["dataset"], r["variant"]): r for r in report.summarize(root)["rows"]}
+    def seeds(ds, v):
+        hp = expected_choice(truth, ds, v)
+        return [truth[n]["res"]["test"]["ndcg@10"] for n in truth
+                if n.startswith(f"{ds}/{v}/{hp}/")]
+
+    for ds, var in (("d1", "kernel"), ("d1", "rope"), ("d2", "kernel")):
+        a, b = seeds(ds, var), seeds(ds, "absolute")
+        assert len(a) >= 2 and len(b) >= 2
+        va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+        t = (statistics.fmean(a) - statistics.fmean(b)) / math.sqrt(va + vb)
+        df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+        row = rows[(ds, var)]
+        assert (row["t_seeds"], row["df_seeds"]) == (pytest.approx(t), pytest.approx(df))
+        assert row["p_seeds"] == pytest.approx(report.student_t_p(t, df))
+    assert "p_seeds" not in rows[("d1", "absolute")]
+    md = report.markdown(report.summarize(root))
+    assert "| p (Wilcoxon) | p (seeds) |" in md
+
+
 def test_outputs_list_every_run_and_label_sampled_metrics(root_truth, tmp_path):
     root, truth = root_truth
     summary = report.summarize(root)
@@ -237,6 +260,43 @@ def test_paired_t_by_hand():
     assert t == pytest.approx(2.5 / (math.sqrt(5 / 3) / 2))
     assert p == pytest.approx(math.erfc(t / math.sqrt(2)))
     assert report.paired_t(np.ones(3), np.ones(3))[1] == 1.0
+
+
+def test_student_t_p_closed_forms():
+    # df = 1 (Cauchy): p = 1 - 2 atan|t| / pi; df = 2: p = 1 - |t| / sqrt(2 + t^2);
+    # df = 4: the two-sided 5% point is 2.776445 (t tables); df -> inf: the normal.
+    for t in (0.0, 0.3, 1.0, 2.5, 12.0, -7.0):
+        assert report.student_t_p(t, 1.0) == pytest.approx(
+            1 - 2 * math.atan(abs(t)) / math.pi, rel=1e-10, abs=1e-15)
+        assert report.student_t_p(t, 2.0) == pytest.approx(
+            1 - abs(t) / math.sqrt(2 + t * t), rel=1e-10, abs=1e-15)
+        assert report.student_t_p(t, 1e7) == pytest.approx(
+            math.erfc(abs(t) / math.sqrt(2)), rel=1e-5, abs=1e-15)
+    assert report.student_t_p(2.776445, 4.0) == pytest.approx(0.05, rel=1e-5)
+    assert report.student_t_p(math.inf, 3.0) == 0.0
+    assert report.student_t_p(float("nan"), 3.0) == 1.0
+
+
+def test_welch_t_by_hand():
+    # a = 1, 2, 3 (mean 2, var 1); b = 0, 0, 0, 4 (mean 1, var 4): s2 = 1/3 + 1 = 4/3,
+    # t = 1 / sqrt(4/3); df = (4/3)^2 / ((1/3)^2 / 2 + 1^2 / 3) = (16/9) / (7/18) = 32/7
+    t, df, p = report.welch_t(np.array([1.0, 2, 3]), np.array([0.0, 0, 0, 4]))
+    assert t == pytest.approx(math.sqrt(3 / 4)) and df == pytest.approx(32 / 7)
+    assert p == pytest.approx(report.student_t_p(math.sqrt(3 / 4), 32 / 7))
+    # equal sizes and variances: df = 2 (n - 1) = 2, so the closed form above applies
+    t, df, p = report.welch_t(np.array([3.0, 5.0]), np.array([0.0, 2.0]))
+    assert (t, df) == (pytest.approx(3 / math.sqrt(2)), pytest.approx(2.0))
+    assert p == pytest.approx(1 - t / math.sqrt(2 + t * t))
+    nan3 = (pytest.approx(float("nan"), nan_ok=True),) * 3
+    assert report.welch_t(np.array([1.0]), np.array([0.0, 2.0])) == nan3  # one seed
+    assert report.welch_t(np.ones(3), np.zeros(3)) == nan3  # no spread on either side
+    scipy_stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(0)
+    for n_a, n_b in ((3, 3), (2, 5), (4, 3)):
+        a, b = rng.normal(0.15, 0.01, n_a), rng.normal(0.14, 0.003, n_b)
+        ref = scipy_stats.ttest_ind(a, b, equal_var=False)
+        t, _, p = report.welch_t(a, b)
+        assert (t, p) == (pytest.approx(ref.statistic), pytest.approx(ref.pvalue, rel=1e-9))
 
 
 def test_against_scipy_on_tied_ndcg_like_data():
