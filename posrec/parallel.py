@@ -345,7 +345,7 @@ def initialize_distributed(
 
     Sources, first match wins: the arguments (main.py flags), the POSREC_COORDINATOR /
     POSREC_NUM_PROCESSES / POSREC_PROCESS_ID environment, then JAX's auto-detection when
-    `auto` or POSREC_DISTRIBUTED=1, or inside a SLURM step with more than one task.
+    `auto` or POSREC_DISTRIBUTED=1, or inside a SLURM job step (srun) with more than one task.
     Must run before anything touches a device. If the processes have not all joined within
     `timeout_s`, prints a clear error and exits with status 2 (JAX itself would abort the
     process with a C++ check failure, which no Python code can catch).
@@ -355,7 +355,9 @@ def initialize_distributed(
     n = num_processes or int(env.get(ENV_NUM_PROCESSES, "0") or 0)
     pid = process_id if process_id >= 0 else int(env.get(ENV_PROCESS_ID, "-1") or -1)
     auto = auto or env.get(ENV_DISTRIBUTED, "") in ("1", "true", "auto")
-    slurm = int(env.get("SLURM_NTASKS", env.get("SLURM_STEP_NUM_TASKS", "1")) or 1) > 1
+    # Only a job step's own task count: sbatch/salloc export SLURM_NTASKS (the allocation's)
+    # to the batch script too, where a plain run is a single process with no peers.
+    slurm = int(env.get("SLURM_STEP_NUM_TASKS", "1") or 1) > 1
     if coordinator:
         if n < 1 or not 0 <= pid < n:
             raise ConfigError(
@@ -394,9 +396,16 @@ def initialize_distributed(
         os._exit(2)
 
     threading.Thread(target=watchdog, daemon=True, name="posrec-join-watchdog").start()
-    # JAX's own deadline is longer, so the watchdog's message comes first.
-    jax.distributed.initialize(**kwargs, initialization_timeout=int(timeout_s) + 60)
-    joined.set()
+    try:
+        # JAX's own deadline is longer, so the watchdog's message comes first.
+        jax.distributed.initialize(**kwargs, initialization_timeout=int(timeout_s) + 60)
+    except (ValueError, RuntimeError) as e:  # e.g. auto-detection outside any cluster
+        raise ConfigError(
+            f"could not start the distributed run at {where}: {e} (outside a SLURM step or "
+            "TPU VM, give --coordinator_address, --num_processes and --process_id, or "
+            "leave out --distributed)") from e
+    finally:
+        joined.set()
     return True
 
 

@@ -158,9 +158,29 @@ def test_bad_coordinator_arguments_are_config_errors(kwargs, match, monkeypatch)
 
 
 def test_single_process_needs_no_coordinator(monkeypatch):
-    for var in ("POSREC_COORDINATOR", "POSREC_DISTRIBUTED", "SLURM_NTASKS"):
+    for var in ("POSREC_COORDINATOR", "POSREC_DISTRIBUTED", "SLURM_STEP_NUM_TASKS"):
         monkeypatch.delenv(var, raising=False)
     assert parallel.initialize_distributed() is False
+    # sbatch exports the allocation's task count to the batch script itself, where a plain
+    # run (or a sweep's child) is one process: only a job step's own count means peers.
+    monkeypatch.setenv("SLURM_JOB_ID", "7")
+    monkeypatch.setenv("SLURM_NTASKS", "16")
+    assert parallel.initialize_distributed() is False
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "1")
+    assert parallel.initialize_distributed() is False
+
+
+def test_failed_auto_detection_is_a_config_error(monkeypatch):
+    """--distributed outside any cluster: one clear error, and the join watchdog (which
+    would os._exit the process after the timeout) is disarmed."""
+    for var in [v for v in os.environ if v.startswith(("SLURM_", "POSREC_", "TPU_"))]:
+        monkeypatch.delenv(var, raising=False)
+    for var in ("CLOUD_TPU_TASK_ID", "MEGASCALE_COORDINATOR_ADDRESS"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(ConfigError, match="could not start the distributed run.*leave out "
+                                          "--distributed"):
+        parallel.initialize_distributed(auto=True, timeout_s=1)
+    time.sleep(1.5)  # a watchdog still armed would have ended this process by now
 
 
 @pytest.mark.slow
