@@ -240,13 +240,20 @@ def _train_and_evaluate(
     # running loss of the unfinished epoch (summed in step order, so a resumed sum is
     # bit-identical), early stopping, and the count of skipped non-finite updates.
     meta = dict(epoch=0, step_in_epoch=0, epoch_loss_sum=0.0, epoch_loss_count=0,
-                skipped_steps=0, best_ndcg=-1.0, best_step=-1, bad_evals=0,
+                skipped_steps=0, best_ndcg=-1.0, best_step=-1, bad_evals=0, validated_step=-1,
                 num_items=num_items, data_fingerprint=fingerprint, stopped=False)
     restored = checkpoint.restore(latest, state.params, state.opt_state)
     if restored is not None:
         params, opt_state, saved = restored
         checkpoint.check_same_data(saved, fingerprint, num_items, latest.directory)
+        if "validated_step" not in saved:  # older checkpoints: validated on the schedule
+            done = int(saved["epoch"])
+            on_schedule = done % config.train.eval_every == 0 or done == config.train.num_epochs
+            saved = dict(saved, validated_step=int(saved["step"]) if on_schedule else -1)
         meta.update(saved, data_fingerprint=fingerprint)
+        if meta["epoch"] > config.train.num_epochs:
+            logging.warning("this run has trained %d epochs, more than train.num_epochs=%d: "
+                            "it stops here", meta["epoch"], config.train.num_epochs)
         state = plan.replicate(
             state.replace(params=params, opt_state=opt_state, step=int(saved["step"]))
         )
@@ -305,6 +312,34 @@ def _train_and_evaluate(
         logging.warning("skipped the non-finite update of %s (loss %s, gradient norm %s)",
                         where, loss, grad_norm)
 
+    def validate(epoch: int, train_loss: float | None, epoch_seconds: float | None) -> None:
+        """Validation of the current state: early stopping, metrics.jsonl, `best`."""
+        t_eval = time.time()
+        valid, _ = evaluate.evaluate(scorer, state.params, split.valid, config, num_items)
+        progress.eval_seconds = time.time() - t_eval
+        improved = valid["ndcg@10"] > meta["best_ndcg"]
+        if improved:
+            meta.update(best_ndcg=valid["ndcg@10"], best_step=step, bad_evals=0)
+        else:
+            meta["bad_evals"] += 1
+        meta.update(stopped=meta["bad_evals"] >= config.train.patience, validated_step=step)
+        record = dict(step=step, epoch=epoch, split="valid", metrics=valid,
+                      train_loss=train_loss, epoch_seconds=epoch_seconds,
+                      skipped_steps=meta["skipped_steps"])
+        if primary:
+            with open(workdir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record, sort_keys=True) + "\n")
+        _write_scalars(tb, "valid", valid, step)
+        tb.flush()
+        logging.info(
+            "epoch %d step %d: loss %s, valid ndcg@10 %.4f hr@10 %.4f (%s, %s/epoch)",
+            epoch, step, "—" if train_loss is None else f"{train_loss:.4f}", valid["ndcg@10"],
+            valid["hr@10"], "best" if improved else f"{meta['bad_evals']}/{config.train.patience}",
+            "—" if epoch_seconds is None else f"{epoch_seconds:.1f}s",
+        )
+        if improved:
+            snapshot(best)
+
     stop = _StopRequest()
     try:
         while meta["epoch"] < config.train.num_epochs and not meta["stopped"]:
@@ -355,31 +390,7 @@ def _train_and_evaluate(
             tb.add_scalar("train/skipped_steps", meta["skipped_steps"], step)
 
             if epoch % config.train.eval_every == 0 or epoch == config.train.num_epochs:
-                t_eval = time.time()
-                valid, _ = evaluate.evaluate(scorer, state.params, split.valid, config, num_items)
-                progress.eval_seconds = time.time() - t_eval
-                improved = valid["ndcg@10"] > meta["best_ndcg"]
-                if improved:
-                    meta.update(best_ndcg=valid["ndcg@10"], best_step=step, bad_evals=0)
-                else:
-                    meta["bad_evals"] += 1
-                meta["stopped"] = meta["bad_evals"] >= config.train.patience
-                record = dict(step=step, epoch=epoch, split="valid", metrics=valid,
-                              train_loss=train_loss, epoch_seconds=epoch_seconds,
-                              skipped_steps=meta["skipped_steps"])
-                if primary:
-                    with open(workdir / "metrics.jsonl", "a") as f:
-                        f.write(json.dumps(record, sort_keys=True) + "\n")
-                _write_scalars(tb, "valid", valid, step)
-                tb.flush()
-                logging.info(
-                    "epoch %d step %d: loss %.4f, valid ndcg@10 %.4f hr@10 %.4f (%s, %.1fs/epoch)",
-                    epoch, step, train_loss, valid["ndcg@10"], valid["hr@10"],
-                    "best" if improved else f"{meta['bad_evals']}/{config.train.patience}",
-                    epoch_seconds,
-                )
-                if improved:
-                    snapshot(best)
+                validate(epoch, train_loss, epoch_seconds)
             snapshot(latest)
             if meta["stopped"]:
                 logging.info("early stopping after epoch %d", epoch)
@@ -388,6 +399,11 @@ def _train_and_evaluate(
                     f"stopped by {stop.name}: saved checkpoints/latest at step {step} "
                     f"(end of epoch {epoch}) in {workdir}"
                 )
+        if meta["validated_step"] != step:
+            # Resumed with train.num_epochs lowered to the epochs already trained: the last
+            # one was never validated (eval_every), and the test needs a best checkpoint.
+            validate(meta["epoch"], None, None)
+            snapshot(latest)
     except BaseException:
         tb.close()
         raise

@@ -354,6 +354,30 @@ def test_a_best_checkpoint_newer_than_the_resumed_step_is_discarded(straight, tm
     assert_same_run(reference, workdir)
 
 
+def test_resume_with_num_epochs_lowered_to_the_epochs_done(tmp_path, monkeypatch):
+    """eval_every=3: a SIGINT at the end of epoch 2 leaves an unvalidated state and no best
+    checkpoint. Resumed with num_epochs=1 (shorter than what was trained) the run validates
+    that state, stops and tests it: the same test metrics as a run of num_epochs=2, which
+    validates its last epoch on schedule. (Before, the final test found no best checkpoint.)"""
+    reference = train.train_and_evaluate(
+        tiny_config(**{"train.num_epochs": 2, "train.eval_every": 3}), tmp_path / "ref")
+    workdir = tmp_path / "run"
+    signal_after_step(monkeypatch, {2 * STEPS_PER_EPOCH: signal.SIGINT})
+    with pytest.raises(Interrupted, match="end of epoch 2"):
+        train.train_and_evaluate(tiny_config(**{"train.eval_every": 3}), workdir)
+    monkeypatch.undo()
+    assert checkpoint.manager(workdir, "best").all_steps() == []
+    results = train.train_and_evaluate(
+        tiny_config(**{"train.num_epochs": 1, "train.eval_every": 3}), workdir)
+    assert results["epochs_trained"] == 2 and results["best_epoch"] == 2
+    assert results["best_step"] == reference["best_step"] == 2 * STEPS_PER_EPOCH
+    assert results["test"] == reference["test"] and results["valid"] == reference["valid"]
+    lines = _metrics_lines(workdir)
+    assert [(x["epoch"], x["step"], x["train_loss"]) for x in lines] == [
+        (2, 2 * STEPS_PER_EPOCH, None)]
+    assert _latest_state(workdir)[2]["validated_step"] == 2 * STEPS_PER_EPOCH
+
+
 def test_signal_at_a_checkpoint_every_step_saves_it_once(tmp_path, monkeypatch):
     """SIGTERM right after step 6 with train.checkpoint_every=3: the periodic save of step 6
     is the interruption's checkpoint; no step is written twice (a rewrite deletes the step
