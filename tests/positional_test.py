@@ -302,7 +302,7 @@ def case_model(pos: str, with_pe: str, form: str):
 
 @pytest.mark.parametrize("pos,with_pe,form", CASES)
 def test_causality_jacobian(pos, with_pe, form):
-    """d hidden[t] / d input embedding[s] == 0 for every s > t and every padded s."""
+    """d hidden[t] / d input embedding[s] == 0 for every s > t, > 0 for every real s <= t."""
     model, params = case_model(pos, with_pe, form)
     table = sasrec.item_table(params)
     inputs = jnp.array([[0, 0, 3, 5, 7, 2, 9, 4]], jnp.int32)
@@ -317,8 +317,32 @@ def test_causality_jacobian(pos, with_pe, form):
     jac = jax.jacrev(f)(jnp.zeros((T_MAX, table.shape[1])))  # [t_out, C, t_in, C]
     dep = np.abs(np.asarray(jac)).sum(axis=(1, 3))  # [t_out, t_in]
     assert np.all(dep[np.triu_indices(T_MAX, 1)] == 0.0), dep
-    assert np.all(dep[:, :2] == 0.0)  # padded inputs influence nothing
     assert np.all(dep[2:, 2:][np.tril_indices(T_MAX - 2)] > 0)  # real past inputs do
+
+
+@pytest.mark.parametrize("pos,with_pe,form", CASES)
+def test_padded_states_influence_no_real_position(pos, with_pe, form):
+    """A perturbation added to every block's input at each position: real outputs depend on
+    it at real positions s <= t only, never at the two padded ones. (The input embedding of
+    a pad is zeroed before the blocks, so only a perturbation inside reaches what attention
+    does with padded keys: their keys and values are the Dense biases, not zero.)"""
+    model, params = case_model(pos, with_pe, form)
+    inputs = jnp.array([[0, 0, 3, 5, 7, 2, 9, 4]], jnp.int32)
+
+    def f(delta_TxC):
+        def add_delta(next_fun, args, kwargs, context):
+            if isinstance(context.module, sasrec.Block) and context.method_name == "__call__":
+                args = (args[0] + delta_TxC[None].astype(args[0].dtype), *args[1:])
+            return next_fun(*args, **kwargs)
+
+        with nn.intercept_methods(add_delta):
+            return model.apply({"params": params}, inputs)[0]
+
+    jac = jax.jacrev(f)(jnp.zeros((T_MAX, model.config.hidden)))  # [t_out, C, t_in, C]
+    dep = np.abs(np.asarray(jac)).sum(axis=(1, 3))  # [t_out, t_in]
+    assert np.all(dep[:, :2] == 0.0), dep[:, :2]
+    assert np.all(dep[np.triu_indices(T_MAX, 1)] == 0.0), dep
+    assert np.all(dep[2:, 2:][np.tril_indices(T_MAX - 2)] > 0)
 
 
 @pytest.mark.parametrize("pos,with_pe,form", CASES)

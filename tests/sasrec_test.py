@@ -42,7 +42,6 @@ def test_causality_jacobian(positional):
     jac = jax.jacrev(f)(jnp.zeros((T, table.shape[1])))  # [t_out, C, t_in, C]
     dep = np.abs(np.asarray(jac)).sum(axis=(1, 3))  # [t_out, t_in]
     assert np.all(dep[np.triu_indices(T, 1)] == 0.0), dep
-    assert np.all(dep[:, :2] == 0.0)  # padded inputs influence nothing
     assert dep[T - 1, 2] > 0  # the last output does depend on the first real item
 
 
@@ -50,14 +49,16 @@ def test_causality_jacobian(positional):
 def test_padding_does_not_change_outputs(positional):
     model, params = make(positional)
     a = jnp.array([[0, 0, 0, 3, 5, 7, 2, 9]], jnp.int32)
-    b = a.at[0, :3].set(0)
     out_a = model.apply({"params": params}, a)
     # same real suffix in a shorter window: last positions agree (absolute PE indexes from the end)
     short = a[:, 3:]
     out_s = model.apply({"params": params}, short)
     np.testing.assert_allclose(out_a[:, 3:], out_s, atol=1e-5)
-    np.testing.assert_allclose(out_a, model.apply({"params": params}, b), atol=0)
-    np.testing.assert_array_equal(np.asarray(out_a[0, :3] == out_a[0, :3]), True)
+    # padded positions carry nothing: the same state (the final LayerNorm of zero) whatever
+    # the real items are
+    other = model.apply({"params": params}, jnp.array([[0, 0, 0, 1, 4, 6, 8, 2]], jnp.int32))
+    np.testing.assert_array_equal(out_a[0, :3], other[0, :3])
+    assert np.abs(np.asarray(out_a[0, 3:] - other[0, 3:])).min() > 0
 
 
 def test_none_is_permutation_equivariant_at_last_position_only_through_mask():
