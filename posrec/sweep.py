@@ -30,7 +30,8 @@ directory.
 
 `--only=PATTERN[,PATTERN]` trains only the runs whose name (`<data set>/<variant>/<hparams>/
 seed<k>`) matches a shell pattern, e.g. `--only='beauty/*'` to finish one data set's table
-first; the others stay pending in the status and a later invocation trains them.
+first; the others stay pending in the status and a later invocation trains them. A run
+name whose label has several hyperparameters may be passed whole (its commas are kept).
 
 `--dry_run` prints the plan: each run's state and, for runs still to train, whether its
 full config passes `config_lib.validate` (nothing is written).
@@ -475,7 +476,21 @@ def _die_with_parent() -> None:
 
 
 # XLA:CPU flags for a run pinned to one core: no intra-op thread pool to contend with.
-ONE_THREAD_XLA_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+# (Older posrec added a bare `intra_op_parallelism_threads=1`, which XLA ignored.)
+ONE_THREAD_XLA_FLAGS = "--xla_cpu_multi_thread_eigen=false"
+
+
+def only_patterns(pieces: Sequence[str]) -> list[str]:
+    """--only's patterns from its comma-split pieces. A label of several hyperparameters holds
+    commas too (`lr=0.001,dropout=0.2`), so a piece whose first path component is `key=...`
+    continues the previous pattern instead of starting one: a data set name has no `=`."""
+    patterns: list[str] = []
+    for piece in pieces:
+        if patterns and "=" in piece.split("/", 1)[0]:
+            patterns[-1] += "," + piece
+        else:
+            patterns.append(piece)
+    return patterns
 
 
 def selected_by(name: str, only: Sequence[str]) -> bool:
@@ -712,13 +727,13 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     f = flags.FLAGS
+    only = only_patterns(f.only)
     with report_errors(f.debug):
-        status = run_sweep(f.sweep, f.root, f.parallel, f.dry_run, f.extend, only=f.only,
+        status = run_sweep(f.sweep, f.root, f.parallel, f.dry_run, f.extend, only=only,
                            cpus_per_run=f.cpus_per_run)
     if f.dry_run:
         return
-    states = {r["state"] for r in status["runs"]
-              if selected_by(r["run"], f.only)}
+    states = {r["state"] for r in status["runs"] if selected_by(r["run"], only)}
     if states & {"interrupted", "pending", "running"}:
         sys.exit(EXIT_INTERRUPTED)  # stopped by a signal: rerun to continue
     sys.exit(1 if states - {"done"} else 0)

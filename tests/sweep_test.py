@@ -207,6 +207,24 @@ def test_only_selects_runs_by_pattern(tmp_path):
         sweep.run_sweep(write_sweep(tmp_path), tmp_path / "root", dry_run=True, only=["beauty/*"])
 
 
+def test_only_keeps_the_commas_of_a_label_with_several_hyperparameters(tmp_path):
+    """absl splits --only on commas; a run name copied whole must still select that run."""
+    path = write_sweep(tmp_path, hparams={"train.learning_rate": [0.003],
+                                          "model.dropout": [0.0, 0.2]})
+    plan = sweep.run_sweep(path, tmp_path / "root", dry_run=True, out=io.StringIO())
+    name = "syn/none/learning_rate=0.003,dropout=0.2/seed1"
+    assert name in {r["run"] for r in plan["runs"]}
+    pieces = f"{name},syn/absolute/*/seed0".split(",")  # what DEFINE_list hands over
+    only = sweep.only_patterns(pieces)
+    assert only == [name, "syn/absolute/*/seed0"]
+    plan = sweep.run_sweep(path, tmp_path / "root", dry_run=True, out=io.StringIO(), only=only)
+    assert {r["run"] for r in plan["runs"] if r["state"] == "new"} == {
+        name, "syn/absolute/learning_rate=0.003,dropout=0.0/seed0",
+        "syn/absolute/learning_rate=0.003,dropout=0.2/seed0"}
+    assert sweep.only_patterns(["beauty/*", "ml-1m/*/lr=1", "dropout=0/*"]) == [
+        "beauty/*", "ml-1m/*/lr=1,dropout=0/*"]
+
+
 @pytest.mark.parametrize("changes, match", [
     (dict(variants={"a": {"model.hiden": 8}}), r"unknown config key 'model.hiden'.*model.hidden"),
     (dict(common={"train.epochs": 3}), "unknown config key 'train.epochs'"),
