@@ -2,10 +2,11 @@
 
 Each checkpoint holds three items: `params`, `opt_state` and `meta` (JSON: epoch, position
 in the epoch, early-stopping state, catalog size). `latest` is written at the end of every
-epoch (and on preemption) for resuming; `best` whenever validation NDCG@10 improves, and is
-what gets tested, evaluated and plotted. Orbax writes into a temporary directory and renames
-it, so an interrupted save leaves no half-written step that restore would pick up; a step
-that still fails to restore is skipped in favour of an older one.
+epoch, every `train.checkpoint_every` steps within one, and on preemption, for resuming;
+`best` whenever validation NDCG@10 improves, and is what gets tested, evaluated and plotted.
+Orbax writes into a temporary directory and renames it, so an interrupted save leaves no
+half-written step that restore would pick up; a step that still fails to restore is skipped
+in favour of an older one.
 """
 
 from __future__ import annotations

@@ -465,6 +465,40 @@ def test_registry_entries_are_consistent():
             assert not ds.remote.md5 or len(ds.remote.md5) == 32
 
 
+def test_order_indices_are_caught_before_filtering_leaves_gaps(tmp_path):
+    """A CSV of per-user positions read with has_real_time left True (the shared ml-1m with
+    configs/ml1m.py): the 2-core filter drops item 9 (seen once), leaving gaps in user 0's
+    positions, and the temporal split is still refused. Real times in the same layout split."""
+    def write(times):
+        items = [[1, 2, 9, 3, 4], [1, 2, 3, 4], [2, 1, 4, 3]]
+        rows = "".join(f"{u},{i},{t}\n" for u, its in enumerate(items)
+                       for i, t in zip(its, times(u, len(its))))
+        path = tmp_path / f"x{len(list(tmp_path.iterdir()))}.csv"
+        path.write_text("user_id,item_id,timestamp\n" + rows)
+        return str(path)
+
+    cfg = dict(name="csv", split="temporal", min_user_count=0, min_item_count=2,
+               temporal_quantile=0.5)
+    with pytest.raises(DataError, match="order indices only"):
+        load_split(_data(path=write(lambda u, n: range(n)), **cfg))
+    _, seqs = load_split(_data(path=write(lambda u, n: range(n)), **dict(cfg, split="loo")))
+    assert seqs.times[:4].tolist() == [0, 1, 3, 4]  # the gap the old check missed
+    split, _ = load_split(_data(path=write(lambda u, n: [100 * k + 7 * u for k in range(n)]),
+                                **cfg))
+    assert len(split.test.targets) > 0
+
+
+def test_are_order_indices_by_hand():
+    from posrec.data.readers import are_order_indices
+    u = np.array([5, 5, 5, 2, 2])
+    assert are_order_indices(u, np.array([0, 1, 2, 0, 1]))
+    assert are_order_indices(u, np.array([2, 0, 1, 1, 0]))  # rows in any order
+    assert not are_order_indices(u, np.array([1, 2, 3, 0, 1]))  # starts at 1
+    assert not are_order_indices(u, np.array([0, 1, 3, 0, 1]))  # a gap
+    assert not are_order_indices(u, np.array([0, 1, 1, 0, 1]))  # a repeat
+    assert not are_order_indices(np.zeros(3, int), np.arange(3))  # one user: no evidence
+
+
 def test_columns_csv_for_a_registry_name(tmp_path):
     csv = tmp_path / "beauty.csv.gz"
     rows = "".join(f"{u},{i},{k}\n" for u in range(3) for k, i in enumerate((1, 2, 3)))

@@ -10,9 +10,10 @@ Variants, named U-L-sharing[-form]:
   * the other operator forms (alt1, alt2, mult) with the default factors (Toeplitz U, Full L,
     layer-wise);
   * SASRec with absolute PE, the baseline of the report.
-One seed each (14 runs), 30 epochs each (bucketed batches). For the issue's "3 seeds for the
-top two": after the first pass, name them in TOP (chosen by validation NDCG@10) and rerun
-the same command with --extend; only their and the baseline's seeds 1 and 2 are added.
+One seed each (14 runs), 30 epochs each (bucketed batches), then seeds 1 and 2 of the two
+TOP variants and of the baseline: 20 runs as the file stands. For the issue's "3 seeds for
+the top two" the first pass ran with TOP empty; the two best by validation NDCG@10 were then
+named in TOP and the same command rerun with --extend (in a new root, one command does both).
 """
 
 PATHS = {"beauty": "../shared/data/beauty.csv.gz"}

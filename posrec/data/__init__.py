@@ -11,7 +11,7 @@ from typing import Any
 
 from posrec.data import datasets
 from posrec.data.preprocess import Sequences, preprocess
-from posrec.data.readers import Interactions
+from posrec.data.readers import Interactions, are_order_indices
 from posrec.data.splits import Split, make_split
 from posrec.data.synthetic import make_synthetic
 from posrec.errors import ConfigError
@@ -80,7 +80,10 @@ def load_split(
         dedup_consecutive=bool(d.dedup_consecutive),
         source=source,
     )
-    split = make_split(
-        seqs, str(d.split), float(d.temporal_quantile), has_real_time=inter.has_real_time
-    )
+    # A CSV read with has_real_time=True whose times are per-user positions (the shared files
+    # other than ml-100k) is caught here, before filtering leaves gaps in the positions.
+    # (Only the temporal split reads it, and the check sorts the whole log.)
+    real_time = inter.has_real_time and (
+        str(d.split) != "temporal" or not are_order_indices(inter.user, inter.time))
+    split = make_split(seqs, str(d.split), float(d.temporal_quantile), has_real_time=real_time)
     return split, seqs

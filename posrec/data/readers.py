@@ -67,6 +67,22 @@ class Interactions:
         return len(self.user)
 
 
+def are_order_indices(user_N: np.ndarray, time_N: np.ndarray) -> bool:
+    """Whether every user's times are exactly 0, 1, ..., n_user - 1 in some order: per-user
+    positions, as in the shared CSVs without real times, not times comparable across users.
+
+    Checked on the raw file (`data.load_split`), where nothing is filtered out yet: after a
+    k-core filter a user's positions have gaps. One user alone is not taken as evidence.
+    """
+    if len(np.unique(user_N)) < 2:
+        return False
+    order = np.lexsort((time_N, user_N))
+    user, time = user_N[order], time_N[order]
+    first = np.r_[True, user[1:] != user[:-1]]
+    start = np.maximum.accumulate(np.where(first, np.arange(len(user)), 0))
+    return bool(np.array_equal(time, np.arange(len(user)) - start))
+
+
 # --------------------------------------------------------------------------------------------
 # File access
 

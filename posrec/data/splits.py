@@ -13,6 +13,7 @@ import hashlib
 import numpy as np
 
 from posrec.data.preprocess import Sequences
+from posrec.data.readers import are_order_indices
 from posrec.errors import ConfigError, DataError
 
 
@@ -159,9 +160,10 @@ def temporal_split(seqs: Sequences, quantile: float = 0.9, has_real_time: bool =
     evaluated. Interactions after a user's first post-cut one are never used.
 
     Raises:
-        DataError: when `has_real_time` is False or the times are per-user order indices
-            (not comparable across users), when the quantile is not in (0, 1), or when a
-            split comes out empty.
+        DataError: when `has_real_time` is False or every user's times are exactly 0, 1, 2,
+            ... (order indices, not comparable across users; `data.load_split` also checks
+            the raw file, where a k-core filter has not left gaps yet), when the quantile is
+            not in (0, 1), or when a split comes out empty.
     """
     if not has_real_time:
         raise DataError(
@@ -173,8 +175,7 @@ def temporal_split(seqs: Sequences, quantile: float = 0.9, has_real_time: bool =
     if len(seqs.times) == 0:
         raise DataError("temporal split: no interactions")
     lengths = seqs.lengths()
-    position = np.arange(len(seqs.times)) - np.repeat(seqs.offsets[:-1], lengths)
-    if seqs.num_users > 1 and np.array_equal(seqs.times, position):
+    if are_order_indices(np.repeat(np.arange(seqs.num_users), lengths), seqs.times):
         raise DataError(
             "temporal split: every user's timestamps are 0, 1, 2, ... (per-user order "
             "indices, as in files without real times), so a global time cut is meaningless; "
