@@ -198,4 +198,6 @@ if __name__ == "__main__":
     flags.DEFINE_string("workdir", None, "Run directory written by posrec.main.", required=True)
     flags.DEFINE_enum("split", "test", ["test", "valid"], "Which evaluation set.")
     flags.DEFINE_bool("debug", False, "Show tracebacks for posrec errors.")
-    app.run(main)
+    from posrec.cli import parse_flags
+
+    app.run(main, flags_parser=parse_flags)

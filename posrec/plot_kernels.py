@@ -170,4 +170,6 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     _define_flags()
-    app.run(main)
+    from posrec.cli import parse_flags
+
+    app.run(main, flags_parser=parse_flags)

@@ -289,4 +289,6 @@ if __name__ == "__main__":
                       "Items not in the catalog: error, or warn and drop them.")
     flags.DEFINE_enum("checkpoint", "best", list(checkpoint.KINDS), "Which checkpoint.")
     flags.DEFINE_bool("debug", False, "Show tracebacks for posrec errors.")
-    app.run(main)
+    from posrec.cli import parse_flags
+
+    app.run(main, flags_parser=parse_flags)

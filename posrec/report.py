@@ -40,7 +40,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from posrec import config_lib, sweep
-from posrec.cli import report_errors
+from posrec.cli import parse_flags, report_errors
 from posrec.errors import ConfigError
 
 METRICS = ("ndcg@10", "hr@10", "cov@10", "ndcg@20", "hr@20", "cov@20")
@@ -558,4 +558,4 @@ if __name__ == "__main__":
                         "file's `baseline`, else absolute).")
     flags.DEFINE_string("out", None, "Output directory (default ROOT/report).")
     flags.DEFINE_bool("debug", False, "Show tracebacks for posrec errors.")
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -72,7 +72,7 @@ import ml_collections
 from absl import app, flags
 
 from posrec import config_lib
-from posrec.cli import report_errors
+from posrec.cli import parse_flags, report_errors
 from posrec.errors import EXIT_INTERRUPTED, ConfigError
 
 SWEEP_KEYS = ("name", "datasets", "variants", "seeds", "variant_seeds", "hparams", "common",
@@ -751,4 +751,4 @@ if __name__ == "__main__":
     flags.DEFINE_list("only", [], "Train only runs whose name matches one of these shell "
                       "patterns (e.g. 'beauty/*'); the others stay pending.")
     flags.DEFINE_bool("debug", False, "Show tracebacks for posrec errors.")
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -210,6 +210,32 @@ def test_cli_prints_one_line_without_traceback(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("module,extra,want", [
+    ("posrec.main", ["--config.model.hiden=3"],
+     "posrec: error: unknown config key 'hiden' in --config.model.hiden "
+     "(Did you mean \"hidden\"?)"),
+    ("posrec.main", ["--config.train.num_epochs=abc"],
+     "posrec: error: flag --config.train.num_epochs=abc: invalid literal for int()"),
+    ("posrec.main", ["--config=configs/nosuch.py"],
+     "posrec: error: --config: Configuration is not available"),
+    ("posrec.main", ["--bogus=1"], "posrec: error: Unknown command line flag 'bogus'"),
+    ("posrec.data.stats", ["--config.data.nosuch=1"],
+     "posrec: error: unknown config key 'nosuch' in --config.data.nosuch"),
+])
+def test_bad_flags_and_overrides_are_one_line_errors(tmp_path, module, extra, want):
+    """Errors while absl parses the flags (before posrec's own checks) are posrec errors
+    too: one line, exit code 2, no traceback, nothing written."""
+    args = [sys.executable, "-m", module, "--config=configs/quickstart.py", *extra]
+    if module == "posrec.main":
+        args.append(f"--workdir={tmp_path / 'run'}")
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    proc = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith(want), proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
 def test_debug_reraises_with_the_traceback(capsys):
     with pytest.raises(DataError, match="bad"):
         with cli.report_errors(debug=True):

@@ -22,7 +22,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from posrec import config_lib
-from posrec.cli import report_errors
+from posrec.cli import parse_flags, report_errors
 from posrec.data import datasets, load_interactions, load_split
 
 QUANTILES = (("min", 0.0), ("p25", 0.25), ("p50", 0.5), ("p75", 0.75), ("p90", 0.9),
@@ -136,4 +136,4 @@ if __name__ == "__main__":
     flags.DEFINE_bool("json", False, "Print one JSON object instead of text.")
     flags.DEFINE_bool("debug", False, "Show tracebacks for posrec errors.")
     flags.mark_flags_as_required(["config"])
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)
