@@ -79,7 +79,7 @@ def _unknown_key_message(error: str, argv: list[str]) -> str:
     overrides = [a.split("=", 1)[0] for a in argv if a.startswith("--config.")]
     culprit = [a for a in overrides if key and key.group(1) in a.split(".")]
     hint = re.search(r'Did you mean "[^"]+"', text)
-    if not culprit:
-        return f"--config: {text}"
+    if not culprit:  # not an override's key: e.g. an AttributeError inside get_config()
+        return f"--config: {' '.join(error.split())}"
     return (f"unknown config key {key.group(1)!r} in {culprit[0]}"
             + (f" ({hint.group(0)}?)" if hint else ""))

@@ -221,10 +221,14 @@ def test_cli_prints_one_line_without_traceback(tmp_path):
     ("posrec.main", ["--bogus=1"], "posrec: error: Unknown command line flag 'bogus'"),
     ("posrec.data.stats", ["--config.data.nosuch=1"],
      "posrec: error: unknown config key 'nosuch' in --config.data.nosuch"),
+    ("posrec.data.stats", ["--config=BROKEN"],  # an error inside get_config(), kept whole
+     "posrec: error: --config: 'NoneType' object has no attribute 'foo'"),
 ])
 def test_bad_flags_and_overrides_are_one_line_errors(tmp_path, module, extra, want):
     """Errors while absl parses the flags (before posrec's own checks) are posrec errors
     too: one line, exit code 2, no traceback, nothing written."""
+    (tmp_path / "broken.py").write_text("def get_config():\n    return None.foo\n")
+    extra = [a.replace("BROKEN", str(tmp_path / "broken.py")) for a in extra]
     args = [sys.executable, "-m", module, "--config=configs/quickstart.py", *extra]
     if module == "posrec.main":
         args.append(f"--workdir={tmp_path / 'run'}")
