@@ -637,7 +637,7 @@ def _execute(
             for a in [a for a in running if a.proc.poll() is not None]:
                 running.remove(a)
                 finished += 1
-                e = _finish(entries[a.run.name], a, root / a.run.name)
+                e = _finish(entries[a.run.name], a, root / a.run.name, stopping=bool(signals))
                 tail = f": {e['error']}" if e["error"] else ""
                 print(f"[{finished}/{total}] {e['state']:11s} {a.run.name} "
                       f"({e['seconds']:.0f}s){tail}", file=out, flush=True)
@@ -683,8 +683,15 @@ def _child_setup(cores: tuple[int, ...] | None) -> None:
         os.sched_setaffinity(0, cores)
 
 
-def _finish(entry: dict[str, Any], attempt: _Attempt, workdir: Path) -> dict[str, Any]:
-    """Record one ended attempt in attempts.jsonl and the run's status entry."""
+def _finish(entry: dict[str, Any], attempt: _Attempt, workdir: Path,
+            stopping: bool = False) -> dict[str, Any]:
+    """Record one ended attempt in attempts.jsonl and the run's status entry.
+
+    A SIGKILL the sweep did not send (`stopping`: it got a signal itself) is a failure, not
+    an interruption: most likely the out-of-memory killer, and a loop that reruns the sweep
+    while it exits 75 would otherwise retry that run forever. The next invocation still
+    resumes it from its checkpoint.
+    """
     attempt.log.close()
     returncode, seconds = attempt.proc.returncode, round(time.time() - attempt.t0, 1)
     with open(workdir / "attempts.jsonl", "a") as f:
@@ -693,8 +700,12 @@ def _finish(entry: dict[str, Any], attempt: _Attempt, workdir: Path) -> dict[str
     state, detail = run_state(workdir)
     if returncode == 0 and state == "done":
         entry.update(state="done", error="")
-    elif returncode == EXIT_INTERRUPTED or returncode in (-signal.SIGTERM, -signal.SIGKILL):
+    elif returncode in (EXIT_INTERRUPTED, -signal.SIGTERM) or (
+            stopping and returncode == -signal.SIGKILL):
         entry.update(state="interrupted", error="stopped; rerun the sweep to resume it")
+    elif returncode == -signal.SIGKILL:
+        entry.update(state="failed", error="killed by SIGKILL, not by the sweep (the "
+                     "out-of-memory killer?); the next invocation resumes it")
     else:
         entry.update(state="failed",
                      error=detail or last_error(workdir / "train.log") or f"exit {returncode}")

@@ -4,6 +4,10 @@ import fcntl
 import io
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -156,6 +160,26 @@ def test_second_invocation_skips_finished_and_resumes_interrupted(swept):
     on_disk = json.loads((root / "status.json").read_text())
     assert on_disk["counts"] == {"done": 4, "failed": 2} and on_disk["finished"]
     assert "model.positional='bogus'" in swept["out"]  # the final table names the error
+
+
+@pytest.mark.parametrize("stopping", [False, True])
+def test_a_sigkill_the_sweep_did_not_send_is_a_failure(tmp_path, stopping):
+    """SIGKILL from outside (the OOM killer) fails the run, so `sweep` exits 1, not 75 (a
+    rerun-while-75 loop would retry it forever); the sweep's own second-signal SIGKILL is
+    an interruption."""
+    proc = subprocess.Popen([sys.executable, "-c",
+                             "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"])
+    proc.wait()
+    run = sweep.Run("syn", "absolute", "x", 0, "cfg.py", {})
+    attempt = sweep._Attempt(run, proc, open(tmp_path / "train.log", "a"), "now", time.time())
+    entry = sweep._finish({}, attempt, tmp_path, stopping=stopping)
+    assert entry["returncode"] == -signal.SIGKILL
+    if stopping:
+        assert entry["state"] == "interrupted"
+    else:
+        assert entry["state"] == "failed" and "killed by SIGKILL, not by the sweep" in entry[
+            "error"]
+    assert json.loads((tmp_path / "attempts.jsonl").read_text())["returncode"] == -9
 
 
 def test_report_of_the_swept_root(swept):
