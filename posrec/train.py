@@ -248,12 +248,14 @@ def _train_and_evaluate(
         checkpoint.check_same_data(saved, fingerprint, num_items, latest.directory)
         if "validated_step" not in saved:  # older checkpoints: validated on the schedule
             done = int(saved["epoch"])
-            on_schedule = done % config.train.eval_every == 0 or done == config.train.num_epochs
+            on_schedule = saved.get("step_in_epoch", 0) == 0 and (
+                done % config.train.eval_every == 0 or done == config.train.num_epochs)
             saved = dict(saved, validated_step=int(saved["step"]) if on_schedule else -1)
         meta.update(saved, data_fingerprint=fingerprint)
-        if meta["epoch"] > config.train.num_epochs:
-            logging.warning("this run has trained %d epochs, more than train.num_epochs=%d: "
-                            "it stops here", meta["epoch"], config.train.num_epochs)
+        if (meta["epoch"], meta["step_in_epoch"]) > (config.train.num_epochs, 0):
+            logging.warning("this run has trained past train.num_epochs=%d (to epoch %d, batch "
+                            "%d of the next): it stops here", config.train.num_epochs,
+                            meta["epoch"], meta["step_in_epoch"])
         state = plan.replicate(
             state.replace(params=params, opt_state=opt_state, step=int(saved["step"]))
         )

@@ -378,6 +378,23 @@ def test_resume_with_num_epochs_lowered_to_the_epochs_done(tmp_path, monkeypatch
     assert _latest_state(workdir)[2]["validated_step"] == 2 * STEPS_PER_EPOCH
 
 
+def test_resume_with_num_epochs_lowered_below_a_mid_epoch_checkpoint(tmp_path, monkeypatch,
+                                                                      caplog):
+    """A SIGTERM 2 batches into epoch 2, resumed with num_epochs=1: the run cannot untrain,
+    so it says so, validates and tests the state it has (step 6) and stops."""
+    workdir, mid = tmp_path / "run", STEPS_PER_EPOCH + 2
+    signal_after_step(monkeypatch, {mid: signal.SIGTERM})
+    with pytest.raises(Interrupted, match=f"at step {mid} "):
+        train.train_and_evaluate(tiny_config(**{"train.eval_every": 3}), workdir)
+    monkeypatch.undo()
+    with caplog.at_level(logging.WARNING, logger="absl"):
+        results = train.train_and_evaluate(
+            tiny_config(**{"train.num_epochs": 1, "train.eval_every": 3}), workdir)
+    assert "trained past train.num_epochs=1 (to epoch 1, batch 2 of the next)" in caplog.text
+    assert results["best_step"] == mid and results["epochs_trained"] == 1
+    assert [(x["step"], x["train_loss"]) for x in _metrics_lines(workdir)] == [(mid, None)]
+
+
 def test_signal_at_a_checkpoint_every_step_saves_it_once(tmp_path, monkeypatch):
     """SIGTERM right after step 6 with train.checkpoint_every=3: the periodic save of step 6
     is the interruption's checkpoint; no step is written twice (a rewrite deletes the step
