@@ -71,9 +71,10 @@ def make_synthetic(
 
     Returns:
         `Interactions` with num_users * seq_len rows: raw user ids 1..num_users, raw item ids
-        1..num_items, time = position in the user's sequence (0..seq_len-1; has_real_time is
-        True, so a temporal split is allowed, but LOO is the intended protocol). Fully
-        determined by the arguments.
+        1..num_items, time = position in the user's sequence (0..seq_len-1). has_real_time
+        is True, but the temporal split still refuses these times: every user's are exactly
+        0, 1, 2, ... (`readers.are_order_indices`). LOO is the protocol. Fully determined by
+        the arguments.
     """
     if num_users < 1 or lag < 1 or seq_len < lag + 3:
         raise ConfigError(
